@@ -1,0 +1,3 @@
+from tli_lightning.cli import main
+
+main()

@@ -1,0 +1,12 @@
+"""Reusable callbacks: per-layer alignment, zero-shot XNLI retention, adapter export.
+
+Each works with any LightningModule that exposes a Hugging Face causal LM (plain or
+PEFT-wrapped) as ``.model`` and its tokenizer as ``.tokenizer``, or through the
+``get_model``/``get_tokenizer`` arguments. Importing them does not import the CLI.
+"""
+
+from tli_lightning.callbacks.adapter_export import AdapterExport
+from tli_lightning.callbacks.alignment import LayerwiseAlignment
+from tli_lightning.callbacks.retention import ZeroShotRetention
+
+__all__ = ["AdapterExport", "LayerwiseAlignment", "ZeroShotRetention"]

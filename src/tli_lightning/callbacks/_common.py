@@ -1,0 +1,89 @@
+"""What the callbacks share: finding the model, splitting work across ranks, writing results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from tli_lightning.errors import TLIError
+
+Getter = Callable[[L.LightningModule], Any]
+
+
+def default_model(pl_module: L.LightningModule) -> torch.nn.Module:
+    return _attribute(pl_module, "model")
+
+
+def default_tokenizer(pl_module: L.LightningModule) -> Any:
+    return _attribute(pl_module, "tokenizer")
+
+
+def _attribute(pl_module: L.LightningModule, name: str) -> Any:
+    value = getattr(pl_module, name, None)
+    if value is None:
+        raise TLIError(
+            f"{type(pl_module).__name__} has no `{name}` attribute: expose the Hugging Face causal LM as "
+            "`.model` and its tokenizer as `.tokenizer`, or pass get_model=/get_tokenizer= to the callback"
+        )
+    return value
+
+
+def sharded_map(trainer: L.Trainer, items: Sequence[Any], compute: Callable[[Sequence[Any]], Tensor]) -> Tensor:
+    """``compute(items)`` split across ranks and gathered in order: every item exactly once.
+
+    Each rank takes a contiguous shard; shards are padded to one length for the all-gather and
+    the padding is cut off afterwards (unlike DistributedSampler, nothing is counted twice).
+    """
+    world, rank = trainer.world_size, trainer.global_rank
+    if world == 1:
+        return compute(items)
+    per_rank = -(-len(items) // world)
+    mine = items[rank * per_rank : (rank + 1) * per_rank]
+    # A rank with an empty shard still computes one row, for the shape and dtype of the gather.
+    result = compute(mine if mine else items[:1])
+    padded = result.new_zeros((per_rank, *result.shape[1:]))
+    if mine:
+        padded[: len(result)] = result
+    gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device))  # [world, per_rank, ...]
+    return gathered.reshape(world * per_rank, *result.shape[1:])[: len(items)].cpu()
+
+
+def log_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
+    """To every logger (rank 0) and to ``callback_metrics`` (so ModelCheckpoint can monitor them)."""
+    for name, value in metrics.items():
+        trainer.callback_metrics[name] = torch.tensor(value)
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+
+
+def log_figure(trainer: L.Trainer, tag: str, figure: Any, step: int) -> None:
+    if not trainer.is_global_zero:
+        return
+    for logger in trainer.loggers:
+        add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+        if add_figure is not None:
+            add_figure(tag, figure, global_step=step, close=False)
+
+
+def progress_bar(trainer: L.Trainer, description: str, enabled: bool) -> Callable | None:
+    if not enabled or not trainer.is_global_zero:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda iterable: tqdm(iterable, desc=description, leave=False, dynamic_ncols=True)

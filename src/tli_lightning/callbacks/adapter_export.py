@@ -1,0 +1,30 @@
+"""``AdapterExport``: a PEFT ``save_pretrained`` directory per epoch, loadable by ``PeftModel.from_pretrained``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from tli_lightning.callbacks._common import Getter, default_model
+
+
+class AdapterExport(Callback):
+    """Save the adapter (not the base model) to ``<dirpath>/adapter_epoch<NN>`` after each epoch.
+
+    Args:
+        dirpath: Where to write; default: the ModelCheckpoint's directory, else the log directory.
+    """
+
+    def __init__(self, dirpath: str | None = None, get_model: Getter = default_model) -> None:
+        self.dirpath = dirpath
+        self.get_model = get_model
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        model = self.get_model(pl_module)
+        if not hasattr(model, "peft_config") or not trainer.is_global_zero:
+            return  # full fine-tuning: the Lightning checkpoint already holds the trained tensors
+        checkpoint = trainer.checkpoint_callback
+        root = self.dirpath or getattr(checkpoint, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
+        model.save_pretrained(Path(root) / f"adapter_epoch{trainer.current_epoch + 1:02d}")

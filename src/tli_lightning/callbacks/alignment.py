@@ -1,0 +1,136 @@
+"""``LayerwiseAlignment``: per-layer cross-lingual alignment before training and after each epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tli_lightning.alignment import METRICS, alignment_report, embed_all_layers, words_of
+from tli_lightning.callbacks._common import (
+    Getter, default_model, default_tokenizer, log_dir, log_figure, log_scalars, progress_bar, sharded_map, write_json,
+)
+from tli_lightning.errors import TLIError
+from tli_lightning.lexicon import Pair
+from tli_lightning.plots import alignment_figure
+
+
+class LayerwiseAlignment(Callback):
+    """Measure how close translation pairs are at every layer (``hidden_states`` 0..N).
+
+    Runs before the first training step (the baseline) and after every ``every_n_epochs``
+    epochs, on each pair set (by default the DataModule's ``train_pairs`` and
+    ``control_pairs``), in one batched forward over all words. Logs
+    ``align/<set>/<metric>/layer_<LL>``, a TensorBoard figure ``align/per_layer`` and a JSON
+    file per evaluation under ``<log_dir>/alignment/`` with every number and per-pair cosines.
+
+    Works with any LightningModule exposing a Hugging Face causal LM as ``.model`` and its
+    tokenizer as ``.tokenizer`` (or pass ``get_model``/``get_tokenizer``)::
+
+        trainer = L.Trainer(callbacks=[LayerwiseAlignment(pair_sets={"control": [("maji", "water"), ...]})])
+
+    Args:
+        pair_sets: ``{name: [(source, target), ...]}``; default: the DataModule's
+            ``train_pairs`` as ``trained`` and ``control_pairs`` as ``control``.
+        limit: At most this many pairs per set (the first ones), to bound cost.
+        every_n_epochs: Evaluate after every n-th epoch.
+        batch_size: Words per forward pass.
+        word_template: Text around each word (``{word}`` = alone, as in training).
+        seed: Seed of the shuffled (random-pair) baseline.
+        progress: Show a progress bar.
+    """
+
+    def __init__(
+        self,
+        pair_sets: Mapping[str, Sequence[Pair]] | None = None,
+        limit: int | None = None,
+        every_n_epochs: int = 1,
+        batch_size: int = 256,
+        word_template: str = "{word}",
+        seed: int = 0,
+        progress: bool = True,
+        get_model: Getter = default_model,
+        get_tokenizer: Getter = default_tokenizer,
+    ) -> None:
+        self.pair_sets = pair_sets
+        self.limit = limit
+        self.every_n_epochs = every_n_epochs
+        self.batch_size = batch_size
+        self.word_template = word_template
+        self.seed = seed
+        self.progress = progress
+        self.get_model = get_model
+        self.get_tokenizer = get_tokenizer
+        self.baseline: dict | None = None
+        self.last: dict | None = None
+
+    def _sets(self, trainer: L.Trainer) -> dict[str, list[Pair]]:
+        sets = self.pair_sets
+        if sets is None:
+            dm = trainer.datamodule
+            if dm is None or not hasattr(dm, "train_pairs"):
+                raise TLIError("LayerwiseAlignment needs pair_sets=..., or a DataModule with train_pairs/control_pairs")
+            sets = {"trained": dm.train_pairs, "control": getattr(dm, "control_pairs", [])}
+        return {name: list(pairs)[: self.limit] for name, pairs in sets.items() if len(pairs) >= 2}
+
+    @torch.no_grad()
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        """One evaluation: the report dict (also what is written to JSON)."""
+        model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
+        sets = self._sets(trainer)
+        words = words_of(sets)
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        try:
+            bar = progress_bar(trainer, "alignment", self.progress)
+
+            def embed(shard):
+                v = embed_all_layers(model, tokenizer, list(shard), template=self.word_template, batch_size=self.batch_size, progress=bar)
+                return torch.stack([v["plain"], v["with_bos"]]).permute(2, 0, 1, 3)  # [W, 2, L, H]
+
+            stacked = sharded_map(trainer, words, embed).permute(1, 2, 0, 3)
+        finally:
+            for module, mode in modes.items():
+                module.training = mode
+        return alignment_report({"plain": stacked[0], "with_bos": stacked[1]}, words, sets, self.seed)
+
+    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        report = self.measure(trainer, pl_module)
+        report["epoch"] = trainer.current_epoch + (0 if name == "baseline" else 1)
+        report["global_step"] = trainer.global_step
+        summary = {k: v for k, v in report.items() if k != "sets"}
+        summary["sets"] = {s: {m: e[m] for m in METRICS} for s, e in report["sets"].items()}
+        if self.baseline is None:
+            self.baseline = summary
+        self.last = summary
+        scalars = {
+            f"align/{s}/{m}/layer_{layer:02d}": values[m][layer]
+            for s, values in summary["sets"].items()
+            for m in METRICS
+            for layer in summary["layers"]
+        }
+        log_scalars(trainer, scalars, trainer.global_step)
+        if trainer.is_global_zero:
+            write_json(log_dir(trainer) / "alignment" / f"{name}.json", report)
+            figure = alignment_figure(summary, None if summary is self.baseline else self.baseline, title=f"alignment, {name}")
+            log_figure(trainer, "align/per_layer", figure, trainer.global_step)
+            plt.close(figure)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.baseline is None:  # a resumed run keeps the baseline it was saved with
+            self._evaluate(trainer, pl_module, "baseline")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._evaluate(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"baseline": self.baseline, "last": self.last}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.baseline = state_dict.get("baseline")
+        self.last = state_dict.get("last")

@@ -1,0 +1,147 @@
+"""``TLIDataModule``: contrastive lexicon batches for training, control pairs for validation,
+and XNLI splits for zero-shot evaluation.
+
+Example, in any Lightning project::
+
+    dm = TLIDataModule(lexicon_path="lexicon_sw_en.tsv", control_path=None, control_fraction=0.1,
+                       xnli_source="../shared/data/xnli_{lang}_validation.jsonl")
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))  # {"source": [...8 words], "target": [...8 words]}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from tli_lightning.errors import TLIError
+from tli_lightning.lexicon import LeakagePolicy, Pair, read_lexicon, resolve_leakage, split_control
+from tli_lightning.sampling import ConflictFreeBatchSampler
+from tli_lightning.tiny_model import demo_data_path
+from tli_lightning.xnli import XNLIExample, load_xnli, stratified_indices
+
+log = logging.getLogger(__name__)
+DEMO = "demo"
+
+
+class PairDataset(Dataset):
+    def __init__(self, pairs: Sequence[Pair]) -> None:
+        self.pairs = list(pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Pair:
+        return self.pairs[index]
+
+
+def collate_pairs(pairs: Sequence[Pair]) -> dict[str, list[str]]:
+    # Strings, not token ids: the model owns the tokenizer and the word template.
+    return {"source": [s for s, _ in pairs], "target": [t for _, t in pairs]}
+
+
+class TLIDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        lexicon_path: str = DEMO,
+        source_column: str = "sw",
+        target_column: str = "en",
+        control_path: str | None = DEMO,
+        control_fraction: float = 0.1,
+        leakage: LeakagePolicy = "error",
+        batch_size: int = 8,
+        xnli_languages: list[str] = ["sw", "en"],  # noqa: B006 (jsonargparse shows list defaults)
+        xnli_source: str = DEMO,
+        xnli_split: str = "validation",
+        xnli_limit: int | None = None,
+        seed: int = 42,
+    ) -> None:
+        """
+        Args:
+            lexicon_path: Trained pairs: a TSV with a header naming ``source_column`` and
+                ``target_column``, or the TLI paper's JSON list of {"swahili", "english"}.
+                ``demo`` = the bundled hand-written Swahili-English lexicon (330 pairs).
+            source_column: Column (or JSON key) of the source-language word.
+            target_column: Column (or JSON key) of the target-language word.
+            control_path: Held-out control pairs (never trained), same formats. ``demo`` = the
+                bundled control set (for the bundled lexicon only); null = split
+                ``control_fraction`` of the lexicon off, grouped so no word is shared.
+            control_fraction: Share of pairs held out as control when ``control_path`` is null.
+            leakage: What to do with trained pairs sharing a word (either side) with the control
+                set: ``error`` (refuse) or ``drop`` (remove them from the trained set).
+            batch_size: Pairs per contrastive batch; no batch holds two pairs sharing a word.
+            xnli_languages: XNLI languages to evaluate zero-shot (lm-eval's 15 are known).
+            xnli_source: ``facebook/xnli`` (hub, through ``datasets``), a local path pattern with
+                ``{lang}`` (JSONL or TSV with premise/hypothesis/label), or ``demo`` (bundled 60
+                examples per language).
+            xnli_split: Hub split to evaluate; lm-eval scores ``validation``.
+            xnli_limit: Evaluate a seeded, label-stratified subsample of this many examples
+                (the same rows in every language); null = all.
+            seed: Seed of the control split, the batch order and the XNLI subsample.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if batch_size < 2:
+            raise TLIError(f"batch_size must be at least 2 (in-batch negatives), got {batch_size}")
+        if control_path == DEMO and lexicon_path != DEMO:
+            raise TLIError(
+                "control_path 'demo' is the bundled control set of the bundled lexicon; with your own "
+                "lexicon set --data.control_path to your control file, or to null to split off control_fraction"
+            )
+        self.train_pairs: list[Pair] = []
+        self.control_pairs: list[Pair] = []
+        self.xnli: dict[str, list[XNLIExample]] = {}
+
+    def _lexicon(self, path: str, demo_name: str) -> list[Pair]:
+        hp = self.hparams
+        lexicon = read_lexicon(demo_data_path(demo_name) if path == DEMO else path, hp.source_column, hp.target_column)
+        if lexicon.duplicates_dropped:
+            log.info("%s: dropped %d exact duplicate pairs", lexicon.path, lexicon.duplicates_dropped)
+        return lexicon.pairs
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_pairs:
+            return
+        hp = self.hparams
+        pairs = self._lexicon(hp.lexicon_path, "lexicon_trained.tsv")
+        if hp.control_path is None:
+            pairs, control = split_control(pairs, hp.control_fraction, hp.seed)
+        else:
+            control = self._lexicon(hp.control_path, "lexicon_control.tsv")
+        self.train_pairs, dropped = resolve_leakage(pairs, control, hp.leakage)
+        if dropped:
+            log.warning("dropped %d trained pairs sharing a word with the control set", dropped)
+        self.control_pairs = control
+        if len(self.train_pairs) < 2 or len(self.control_pairs) < 2:
+            raise TLIError(f"need at least 2 trained and 2 control pairs, got {len(self.train_pairs)} and {len(control)}")
+        self.xnli = self._xnli()
+
+    def _xnli(self) -> dict[str, list[XNLIExample]]:
+        hp = self.hparams
+        source = str(demo_data_path("xnli_{lang}.jsonl")) if hp.xnli_source == DEMO else hp.xnli_source
+        splits = {}
+        for language in hp.xnli_languages:
+            examples = load_xnli(source, language, hp.xnli_split)
+            keep = stratified_indices([e.label for e in examples], hp.xnli_limit, hp.seed)
+            splits[language] = [examples[i] for i in keep]
+        return splits
+
+    def _pair_loader(self, pairs: Sequence[Pair]) -> DataLoader:
+        dataset = PairDataset(pairs)
+        # A one-replica DistributedSampler carries the epoch (Lightning calls its set_epoch);
+        # under DDP Lightning swaps in a sharding one and keeps the batch sampler's arguments.
+        epoch_carrier = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
+        batches = ConflictFreeBatchSampler(epoch_carrier, self.hparams.batch_size, pairs=dataset.pairs, seed=self.hparams.seed)
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_pairs)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._pair_loader(self.train_pairs)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._pair_loader(self.control_pairs)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._pair_loader(self.control_pairs)

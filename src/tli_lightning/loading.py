@@ -1,0 +1,87 @@
+"""Load a Hugging Face causal LM and its tokenizer, optionally 4-bit quantized (bitsandbytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from tli_lightning.errors import TLIError
+from tli_lightning.tiny_model import TINY, build_tiny_model
+
+Quantization = Literal["nf4", "fp4", "none"]
+DType = Literal["float32", "bfloat16", "float16"]
+QuantStorage = Literal["uint8", "bfloat16", "float16", "float32"]
+
+
+def quantization_config(
+    quantization: Quantization,
+    compute_dtype: DType = "bfloat16",
+    double_quant: bool = False,
+    quant_storage: QuantStorage = "uint8",
+) -> BitsAndBytesConfig | None:
+    """The one ``BitsAndBytesConfig`` used for training and evaluation alike (never mix NF4 and FP4)."""
+    if quantization == "none":
+        return None
+    if quantization not in ("nf4", "fp4"):
+        raise TLIError(f"quantization must be nf4, fp4 or none, got {quantization!r}")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_quant_storage=getattr(torch, quant_storage),
+    )
+
+
+def resolve_model_path(model_name_or_path: str) -> str:
+    """``tiny`` -> the embedded model's directory; anything else is passed to ``from_pretrained``."""
+    return str(build_tiny_model()) if model_name_or_path == TINY else model_name_or_path
+
+
+def load_causal_lm(
+    model_name_or_path: str,
+    *,
+    quantization: Quantization = "none",
+    compute_dtype: DType = "float32",
+    double_quant: bool = False,
+    quant_storage: QuantStorage = "uint8",
+    device: torch.device | str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load model and tokenizer onto one device (each DDP rank loads its own copy).
+
+    ``compute_dtype`` is the 4-bit compute dtype, and the weight dtype when not quantized.
+    """
+    path = resolve_model_path(model_name_or_path)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=getattr(torch, compute_dtype),
+            quantization_config=quantization_config(quantization, compute_dtype, double_quant, quant_storage),
+            # One explicit device, never "auto": "auto" is model parallelism and breaks DDP.
+            device_map={"": device},
+            trust_remote_code=trust_remote_code,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        hint = "" if Path(path).exists() else " (not a local directory; is the hub reachable from here?)"
+        raise TLIError(f"cannot load model {model_name_or_path!r}{hint}: {error}") from error
+    model.config.use_cache = False
+    _keep_4bit_weights_trainable(model)
+    return model, tokenizer
+
+
+def _keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
+    # bitsandbytes (0.50) repacks a Linear4bit's weights for a faster CPU kernel on its first
+    # eval-mode forward on AVX512-BF16 CPUs, and never undoes it; that kernel has no autograd,
+    # so later training silently loses the gradient through every frozen 4-bit layer (LoRA
+    # below the last adapted block stops learning). Evaluation between epochs would trigger it.
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False

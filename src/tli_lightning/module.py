@@ -1,0 +1,238 @@
+"""``TLIModule``: a (4-bit) causal LM whose early blocks learn to align translation pairs.
+
+The learning signal, in :meth:`TLIModule.training_step`: embed the batch's source and target
+words at ``target_layer`` (a forward that stops there), and apply a contrastive loss so each
+word's translation is closer than any other word of the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import get_linear_schedule_with_warmup
+
+from tli_lightning.errors import TLIError
+from tli_lightning.layers import resolve_blocks, resolve_layer
+from tli_lightning.loading import DType, Quantization, QuantStorage, load_causal_lm
+from tli_lightning.losses import ContrastiveOutput, info_nce, triplet_hardest_negative
+from tli_lightning.representations import hidden_state_at, masked_mean, num_blocks, tokenize_words
+
+log = logging.getLogger(__name__)
+# Precisions that leave 4-bit weights alone: "16-true" casts the module (corrupting a float
+# quant_storage, raising otherwise); fp16 autocast is untested with bitsandbytes here.
+_PRECISIONS_FOR_4BIT = ("32-true", "32", "bf16-true", "bf16-mixed")
+
+
+class TLIModule(L.LightningModule):
+    def __init__(
+        self,
+        model_name_or_path: str = "tiny",
+        quantization: Quantization = "nf4",
+        compute_dtype: DType = "bfloat16",
+        double_quant: bool = False,
+        quant_storage: QuantStorage = "uint8",
+        trust_remote_code: bool = False,
+        adaptation: Literal["lora", "full"] = "lora",
+        adapt_layers: list[int] | Literal["all"] | None = None,
+        target_layer: int = 2,
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.05,
+        lora_target_modules: list[str] = ["q_proj", "v_proj"],  # noqa: B006 (jsonargparse shows list defaults)
+        include_special_tokens: bool = False,
+        word_template: str = "{word}",
+        loss: Literal["triplet", "infonce"] = "triplet",
+        margin: float = 0.4,
+        temperature: float = 0.05,
+        optimizer: Literal["adamw", "adamw8bit"] = "adamw",
+        learning_rate: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 50,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        """
+        Layer numbering follows ``hidden_states``: 0 = embeddings, i = output of block i-1,
+        -1 = final normed output. Blocks (what is adapted) are numbered 0..N-1.
+
+        Args:
+            model_name_or_path: Hub id or local directory of a Llama/Mistral/Qwen2-style causal
+                LM; ``tiny`` builds the embedded 4-block demo model offline.
+            quantization: Load weights in 4-bit with bitsandbytes (``nf4``, ``fp4``) or not (``none``).
+            compute_dtype: 4-bit compute dtype, and the weight dtype when not quantized.
+            double_quant: bitsandbytes double quantization of the 4-bit scales.
+            quant_storage: Storage dtype of packed 4-bit weights (a float type is needed by FSDP).
+            trust_remote_code: Allow model code from the hub (off by default).
+            adaptation: ``lora`` (PEFT LoRA on ``adapt_layers``) or ``full`` (full-rank training of
+                every parameter of ``adapt_layers``; needs ``quantization: none``).
+            adapt_layers: Block indices to adapt; null = every block below ``target_layer``;
+                ``all`` = the whole model (``full`` only, with ``target_layer: -1``).
+            target_layer: The ``hidden_states`` index the loss reads (the TLI paper: 2). The
+                training forward stops there: no higher block and no LM head runs.
+            lora_r: LoRA rank.
+            lora_alpha: LoRA scaling numerator (scale = alpha / r).
+            lora_dropout: Dropout on the LoRA branch.
+            lora_target_modules: Module names (within each adapted block) that get LoRA.
+            include_special_tokens: Average BOS/EOS into the word vector too. Off by default: the
+                BOS position carries a massive, nearly constant activation from block 1 on, so
+                BOS-inclusive vectors all look alike (the paper's 0.99998 pilot artefact).
+            word_template: Text around each word when embedding it (``{word}`` = the word alone,
+                as the paper); only the word's own tokens are averaged.
+            loss: ``triplet`` (hardest in-batch negative, the paper) or ``infonce`` (symmetric).
+            margin: Triplet margin.
+            temperature: InfoNCE temperature.
+            optimizer: ``adamw`` (torch) or ``adamw8bit`` (bitsandbytes, for full fine-tuning memory).
+            learning_rate: Peak learning rate.
+            weight_decay: AdamW weight decay.
+            warmup_steps: Linear warm-up steps, then linear decay to 0 at the last step.
+            gradient_checkpointing: Recompute activations in backward (non-reentrant).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if adaptation == "full" and quantization != "none":
+            raise TLIError(
+                "adaptation 'full' trains the weights themselves, which 4-bit weights cannot be; "
+                "set --model.quantization none (with --model.compute_dtype bfloat16 to save memory), "
+                "or use --model.adaptation lora"
+            )
+        if adapt_layers == "all" and adaptation != "full":
+            raise TLIError("adapt_layers 'all' is for adaptation 'full'; for LoRA list the blocks to adapt")
+        self.loss_name = loss
+        self.model: torch.nn.Module | None = None
+        self.tokenizer = None
+        self.target_layer: int | None = None  # resolved against the model in configure_model
+        # Checkpoints hold only the trainable tensors (see state_dict), so loading is partial.
+        self.strict_loading = False
+
+    # ---- model ----------------------------------------------------------------------------
+
+    def _check_precision(self) -> None:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        if self.hparams.quantization != "none" and precision not in _PRECISIONS_FOR_4BIT:
+            raise TLIError(
+                f"precision {precision!r} does not work with 4-bit weights; use --trainer.precision "
+                "bf16-true, bf16-mixed or 32-true"
+            )
+
+    def configure_model(self) -> None:
+        if self.model is not None:  # Lightning may call this more than once
+            return
+        self._check_precision()
+        hp = self.hparams
+        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        model, self.tokenizer = load_causal_lm(
+            hp.model_name_or_path,
+            quantization=hp.quantization,
+            compute_dtype=hp.compute_dtype,
+            double_quant=hp.double_quant,
+            quant_storage=hp.quant_storage,
+            device=device,
+            trust_remote_code=hp.trust_remote_code,
+        )
+        blocks_total = num_blocks(model)
+        self.target_layer = resolve_layer(hp.target_layer, blocks_total)
+        blocks = resolve_blocks(hp.adapt_layers, self.target_layer, blocks_total)
+        useless = [b for b in blocks if b >= self.target_layer]
+        if useless or not blocks:
+            raise TLIError(
+                f"blocks {useless or blocks} are at or above target_layer {hp.target_layer} (hidden_states "
+                f"index {self.target_layer}, the output of block {self.target_layer - 1}) and would get no "
+                f"gradient; adapt blocks below {self.target_layer}, or raise target_layer"
+            )
+        if hp.adaptation == "lora":
+            config = LoraConfig(
+                r=hp.lora_r,
+                lora_alpha=hp.lora_alpha,
+                lora_dropout=hp.lora_dropout,
+                target_modules=list(hp.lora_target_modules),
+                layers_to_transform=blocks,
+                layers_pattern="layers",
+                bias="none",
+            )
+            model = get_peft_model(model, config)
+        else:
+            model.requires_grad_(hp.adapt_layers == "all")
+            if hp.adapt_layers != "all":
+                layers = model.get_decoder().layers
+                for b in blocks:
+                    layers[b].requires_grad_(True)
+        if hp.gradient_checkpointing:
+            # Reentrant checkpointing fails under DDP with LoRA parameters.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = model
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, trainable)
+
+    # ---- the learning signal ---------------------------------------------------------------
+
+    def embed(self, words: list[str]) -> torch.Tensor:
+        """Mean-pooled vectors of ``words`` at ``target_layer``, ``[len(words), hidden]``."""
+        batch = tokenize_words(self.tokenizer, words, self.hparams.word_template).to(self.device)
+        hidden = hidden_state_at(self.model, batch.input_ids, batch.attention_mask, self.target_layer)
+        return masked_mean(hidden, batch.pooling_mask(self.hparams.include_special_tokens))
+
+    def contrastive(self, batch: dict[str, list[str]]) -> ContrastiveOutput:
+        vectors = self.embed(batch["source"] + batch["target"])  # one forward for both sides
+        source, target = vectors.split(len(batch["source"]))
+        if self.loss_name == "triplet":
+            return triplet_hardest_negative(source, target, self.hparams.margin)
+        return info_nce(source, target, self.hparams.temperature)
+
+    def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> torch.Tensor:
+        out = self.contrastive(batch)
+        self._log_contrastive("train", out, len(batch["source"]))
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
+        return out.loss
+
+    def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
+        self._log_contrastive("val", self.contrastive(batch), len(batch["source"]))
+
+    def test_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
+        self._log_contrastive("test", self.contrastive(batch), len(batch["source"]))
+
+    def _log_contrastive(self, stage: str, out: ContrastiveOutput, batch_size: int) -> None:
+        on_step = stage == "train"
+        metrics = {
+            f"{stage}/loss": out.loss,
+            f"{stage}/pos_sim": out.positive.mean(),
+            f"{stage}/hardest_neg_sim": out.hardest_negative.mean(),
+        }
+        self.log_dict(metrics, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=batch_size, sync_dist=not on_step)
+
+    # ---- optimisation ------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "adamw8bit":
+            import bitsandbytes as bnb
+
+            optimizer = bnb.optim.AdamW8bit(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = get_linear_schedule_with_warmup(optimizer, min(hp.warmup_steps, total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- adapter-only checkpoints --------------------------------------------------------------
+
+    def state_dict(self, *args: Any, destination: Any = None, prefix: str = "", keep_vars: bool = False) -> dict:
+        """Only the trainable tensors: a LoRA checkpoint never holds the frozen base weights."""
+        state = {} if destination is None else destination
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                state[prefix + name] = param if keep_vars else param.detach()
+        return state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # strict_loading is off (frozen weights are absent by design), so check what must be there.
+        expected = {n for n, p in self.named_parameters() if p.requires_grad}
+        missing = sorted(expected - set(checkpoint.get("state_dict", {})))
+        if missing:
+            raise TLIError(
+                f"the checkpoint lacks {len(missing)} trainable tensors of this model (e.g. {missing[:3]}): "
+                "it was saved with other adaptation settings"
+            )
