@@ -49,6 +49,8 @@ def _lightning_cli(args: list[str] | None) -> None:
         TLIDataModule,
         args=args,
         save_config_kwargs={"overwrite": True},
+        seed_everything_default=42,
+        auto_configure_optimizers=False,  # TLIModule owns its optimizer and schedule (--model.*)
         parser_kwargs={
             "description": (
                 "Targeted Lexical Injection on PyTorch Lightning. Layer numbering everywhere follows "

@@ -233,6 +233,8 @@ class TLIModule(L.LightningModule):
         missing = sorted(expected - set(checkpoint.get("state_dict", {})))
         if missing:
             raise TLIError(
-                f"the checkpoint lacks {len(missing)} trainable tensors of this model (e.g. {missing[:3]}): "
-                "it was saved with other adaptation settings"
+                f"checkpoint {self._trainer.ckpt_path if self._trainer else ''} lacks {len(missing)} trainable "
+                f"tensors of this model (e.g. {missing[:2]}): it was saved with other adaptation settings. "
+                "Resume with the settings it was saved with, or start fresh: point ModelCheckpoint/"
+                "OnExceptionCheckpoint at another dirpath (Lightning resumes from on_exception.ckpt by itself)"
             )
