@@ -162,7 +162,8 @@ class TLIModule(L.LightningModule):
         if hp.gradient_checkpointing:
             # Reentrant checkpointing fails under DDP with LoRA parameters.
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model = model
+        # from_pretrained returns eval mode; training needs LoRA dropout on (Lightning keeps modes as found).
+        self.model = model.train()
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, trainable)
 

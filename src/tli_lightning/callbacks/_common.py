@@ -55,6 +55,7 @@ def sharded_map(trainer: L.Trainer, items: Sequence[Any], compute: Callable[[Seq
 
 
 def log_dir(trainer: L.Trainer) -> Path:
+    """The run's log directory. Call it on every rank: ``trainer.log_dir`` is a broadcast under DDP."""
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 

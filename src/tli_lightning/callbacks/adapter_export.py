@@ -23,8 +23,10 @@ class AdapterExport(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = self.get_model(pl_module)
-        if not hasattr(model, "peft_config") or not trainer.is_global_zero:
+        if not hasattr(model, "peft_config"):
             return  # full fine-tuning: the Lightning checkpoint already holds the trained tensors
         checkpoint = trainer.checkpoint_callback
+        # trainer.log_dir is a broadcast under DDP: resolve on every rank, write on rank 0.
         root = self.dirpath or getattr(checkpoint, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
-        model.save_pretrained(Path(root) / f"adapter_epoch{trainer.current_epoch + 1:02d}")
+        if trainer.is_global_zero:
+            model.save_pretrained(Path(root) / f"adapter_epoch{trainer.current_epoch + 1:02d}")

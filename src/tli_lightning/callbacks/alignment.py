@@ -114,8 +114,9 @@ class LayerwiseAlignment(Callback):
             for layer in summary["layers"]
         }
         log_scalars(trainer, scalars, trainer.global_step)
+        directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
         if trainer.is_global_zero:
-            write_json(log_dir(trainer) / "alignment" / f"{name}.json", report)
+            write_json(directory / "alignment" / f"{name}.json", report)
             figure = alignment_figure(summary, None if summary is self.baseline else self.baseline, title=f"alignment, {name}")
             log_figure(trainer, "align/per_layer", figure, trainer.global_step)
             plt.close(figure)

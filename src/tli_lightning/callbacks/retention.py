@@ -109,8 +109,9 @@ class ZeroShotRetention(Callback):
         epoch = trainer.current_epoch + (0 if name == "baseline" else 1)
         self.history.append({"epoch": epoch, **scalars})
         log_scalars(trainer, scalars, trainer.global_step)
+        directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
         if trainer.is_global_zero:
-            write_json(log_dir(trainer) / "xnli" / f"{name}.json", {"epoch": epoch, "global_step": trainer.global_step, "languages": results})
+            write_json(directory / "xnli" / f"{name}.json", {"epoch": epoch, "global_step": trainer.global_step, "languages": results})
             figure = retention_figure(self.history, list(results))
             log_figure(trainer, "xnli/accuracy", figure, trainer.global_step)
             plt.close(figure)

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
+from tli_lightning.zeroshot import accuracy_and_f1, score_xnli
+
+EXAMPLES = [
+    XNLIExample("Watoto walitembea kwenda shule asubuhi.", "Watoto walikwenda shule.", 0),
+    XNLIExample("Mkulima aliuza mahindi yake sokoni.", "Mkulima alipata bei nzuri.", 1),
+    XNLIExample("Duka hufungwa saa kumi na mbili jioni.", "Duka halifungwi kamwe.", 2),
+    XNLIExample("Mvua.", "Jua.", 0),
+]
+
+
+def _reference(model, tokenizer, text: str) -> float:
+    """lm-eval's definition, one sequence at a time: log P(tokens of " " + text | BOS)."""
+    ids = [tokenizer.bos_token_id] + tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    return sum(logprobs[t, ids[t + 1]].item() for t in range(len(ids) - 1))
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 32])
+def test_batched_scores_equal_one_sequence_at_a_time(tiny_float, batch_size):
+    model, tokenizer = tiny_float
+    scores = score_xnli(model, tokenizer, EXAMPLES, "sw", batch_size=batch_size)
+    assert scores.shape == (4, 3)
+    for i, example in enumerate(EXAMPLES):
+        expected = [_reference(model, tokenizer, c) for c in candidates(example, candidate_templates("sw"))]
+        assert scores[i].tolist() == pytest.approx(expected, abs=1e-3)
+
+
+def test_custom_templates_replace_the_verbalizers(tiny_float):
+    model, tokenizer = tiny_float
+    templates = ("{premise} Yes {hypothesis}", "{premise} Maybe {hypothesis}", "{premise} No {hypothesis}")
+    scores = score_xnli(model, tokenizer, EXAMPLES[:1], templates=templates)
+    assert scores[0, 1].item() == pytest.approx(_reference(model, tokenizer, f"{EXAMPLES[0].premise} Maybe {EXAMPLES[0].hypothesis}"), abs=1e-3)
+
+
+def test_accuracy_is_micro_and_f1_is_macro():
+    acc, f1 = accuracy_and_f1(torch.tensor([0, 0, 0, 1]), [0, 0, 1, 1])
+    assert acc == pytest.approx(0.75)
+    # class 0: P=2/3 R=1 F1=0.8; class 1: P=1 R=0.5 F1=2/3; class 2, never true nor predicted, is left out
+    assert f1 == pytest.approx((0.8 + 2 / 3) / 2, abs=1e-6)
+    _, f1 = accuracy_and_f1(torch.tensor([0, 1, 2, 1]), [0, 1, 2, 2])
+    assert f1 == pytest.approx((1 + 2 / 3 + 2 / 3) / 3, abs=1e-6)
