@@ -62,6 +62,7 @@ def _lightning_cli(args: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
 
             run_command(argv[0], argv[1:])
         else:
-            _lightning_cli(argv or ["fit"])
+            # LightningCLI reads sys.argv itself when run as a command (and warns if given both).
+            _lightning_cli(["fit"] if not argv else None if from_command_line else argv)
     except TLIError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

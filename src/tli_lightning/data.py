@@ -15,11 +15,12 @@ import logging
 from collections.abc import Sequence
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import LeakagePolicy, Pair, read_lexicon, resolve_leakage, split_control
-from tli_lightning.sampling import ConflictFreeBatchSampler
+from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader
 from tli_lightning.tiny_model import demo_data_path
 from tli_lightning.xnli import XNLIExample, load_xnli, stratified_indices
 
@@ -129,16 +130,27 @@ class TLIDataModule(L.LightningDataModule):
             splits[language] = [examples[i] for i in keep]
         return splits
 
-    def _pair_loader(self, pairs: Sequence[Pair]) -> DataLoader:
+    def _train_batches_done(self) -> int:
+        # Batches of the current epoch whose optimizer step ran. Right after an epoch ended the
+        # counter still holds that epoch's total; the sampler's epoch check sorts that out.
+        loop = self.trainer.fit_loop.epoch_loop
+        return 0 if loop.batch_progress.is_last_batch else loop.batch_progress.current.processed
+
+    def _pair_loader(self, pairs: Sequence[Pair], resumable: bool = False) -> DataLoader:
         dataset = PairDataset(pairs)
         # A one-replica DistributedSampler carries the epoch (Lightning calls its set_epoch);
         # under DDP Lightning swaps in a sharding one and keeps the batch sampler's arguments.
         epoch_carrier = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
         batches = ConflictFreeBatchSampler(epoch_carrier, self.hparams.batch_size, pairs=dataset.pairs, seed=self.hparams.seed)
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_pairs)
+        # A private generator: creating an iterator then draws from it, not from torch's global
+        # RNG, so evaluation and resuming do not shift the LoRA-dropout random stream.
+        kwargs = dict(batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.hparams.seed))
+        if resumable and self.trainer is not None:
+            return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
+        return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._pair_loader(self.train_pairs)
+        return self._pair_loader(self.train_pairs, resumable=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._pair_loader(self.control_pairs)

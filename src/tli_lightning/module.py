@@ -13,7 +13,6 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import get_linear_schedule_with_warmup
 
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import resolve_blocks, resolve_layer
@@ -214,8 +213,20 @@ class TLIModule(L.LightningModule):
             optimizer = bnb.optim.AdamW8bit(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = get_linear_schedule_with_warmup(optimizer, min(hp.warmup_steps, total), total)
+        warmup = hp.warmup_steps
+        total: list[int] = []
+
+        def linear_warmup_then_decay(step: int) -> float:
+            # transformers' get_linear_schedule_with_warmup, except that the step count is read
+            # when first needed: asking for it here would build the train dataloader before a
+            # checkpoint's dataloader state is restored, and mid-epoch resume would replay batches.
+            if step < warmup:
+                return step / max(1, warmup)
+            if not total:
+                total.append(max(int(self.trainer.estimated_stepping_batches), 1))
+            return max(0.0, (total[0] - step) / max(1, total[0] - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- adapter-only checkpoints --------------------------------------------------------------
@@ -228,7 +239,24 @@ class TLIModule(L.LightningModule):
                 state[prefix + name] = param if keep_vars else param.detach()
         return state
 
+    def on_train_start(self) -> None:
+        # Restored here, not on load: the sanity check between loading and training draws
+        # from the RNG too, which the uninterrupted run did not do at this point.
+        rng = getattr(self, "_rng_to_restore", None)
+        if rng is not None:
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._rng_to_restore = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # LoRA dropout draws from torch's RNG: saving it makes `--ckpt_path last` continue exactly.
+        checkpoint["tli_rng"] = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["tli_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._rng_to_restore = checkpoint.get("tli_rng")
         # strict_loading is off (frozen weights are absent by design), so check what must be there.
         expected = {n for n, p in self.named_parameters() if p.requires_grad}
         missing = sorted(expected - set(checkpoint.get("state_dict", {})))

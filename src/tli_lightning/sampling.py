@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from torch.utils.data import BatchSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from tli_lightning.lexicon import Pair
 
@@ -59,6 +59,7 @@ class ConflictFreeBatchSampler(BatchSampler):
         super().__init__(sampler, batch_size, drop_last)
         self.pairs = pairs
         self.seed = seed
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
         self._cache: tuple[Any, list[list[int]]] | None = None
 
     @property
@@ -76,8 +77,37 @@ class ConflictFreeBatchSampler(BatchSampler):
             self._cache = (self.epoch, plan)
         return self._cache[1]
 
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Skip the first ``batches_done`` batches of ``epoch`` (once): a mid-epoch resume."""
+        self._resume_at = (epoch, batches_done)
+
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()
+        skip = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            skip = self._resume_at[1]
+        self._resume_at = None
+        yield from self.batches()[skip:]
 
     def __len__(self) -> int:
-        return len(self.batches())
+        return len(self.batches())  # the whole epoch, also when resuming inside it
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader over a :class:`ConflictFreeBatchSampler` that Lightning checkpoints.
+
+    Lightning stores ``state_dict()`` in every checkpoint and hands it back on resume, so a run
+    restarted from a mid-epoch checkpoint (e.g. ``on_exception.ckpt``) continues with the next
+    batch it had not trained on, instead of replaying the epoch from its start.
+    ``batches_done`` reports how many batches of the current epoch have been trained.
+    """
+
+    def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        done = self.batches_done() if self.batches_done is not None else 0
+        return {"epoch": self.batch_sampler.epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.batch_sampler.resume_at(state_dict["epoch"], state_dict["batches_done"])
