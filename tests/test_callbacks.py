@@ -68,7 +68,7 @@ def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
     assert sorted(p.name for p in (run / "alignment").iterdir()) == ["baseline.json", "epoch_01.json", "epoch_02.json"]
     baseline = json.loads((run / "xnli" / "baseline.json").read_text())
     direct = score_xnli(module.model, module.tokenizer, _xnli()["sw"], "sw")
-    torch.testing.assert_close(torch.tensor(baseline["languages"]["sw"]["loglikelihoods"]), direct, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.tensor(baseline["languages"]["sw"]["loglikelihoods"], dtype=torch.float64), direct, atol=1e-4, rtol=0)
     assert trainer.callback_metrics["xnli/sw/retention"].item() == pytest.approx(1.0)
     assert "align/control/gap/layer_02" in trainer.callback_metrics
     report = json.loads((run / "alignment" / "epoch_02.json").read_text())

@@ -84,3 +84,23 @@ def test_bad_template_and_out_of_range_layer(tiny_float):
         tokenize_words(tokenizer, ["maji"], template="no placeholder")
     with pytest.raises(TLIError, match="layer 7 is out of range for a model with 4 blocks"):
         word_vectors(model, tokenizer, ["maji"], layer=7)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_truncation_for_other_decoder_families(tmp_path, tiny_dir, family):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    config = AutoConfig.for_model(
+        family, vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    model, tokenizer = load_causal_lm(str(tmp_path), quantization="nf4", compute_dtype="float32")
+    batch = tokenize_words(tokenizer, WORDS)
+    with torch.no_grad():
+        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+        for layer in range(len(full)):
+            torch.testing.assert_close(hidden_state_at(model, batch.input_ids, batch.attention_mask, layer), full[layer], rtol=1e-5, atol=1e-5)

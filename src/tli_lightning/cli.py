@@ -27,6 +27,11 @@ def _lightning_cli(args: list[str] | None) -> None:
     from tli_lightning.module import TLIModule
 
     class TLICLI(LightningCLI):
+        @staticmethod
+        def subcommands() -> dict[str, set[str]]:
+            # No predict: a contrastive word-alignment model has nothing to predict.
+            return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.set_defaults(
                 {
@@ -52,10 +57,13 @@ def _lightning_cli(args: list[str] | None) -> None:
         seed_everything_default=42,
         auto_configure_optimizers=False,  # TLIModule owns its optimizer and schedule (--model.*)
         parser_kwargs={
+            "prog": "python -m tli_lightning",
             "description": (
                 "Targeted Lexical Injection on PyTorch Lightning. Layer numbering everywhere follows "
                 "hidden_states: 0 = embeddings, i = output of block i-1, -1 = final normed output. "
-                "With no options, `fit` runs the offline demo (tiny NF4 Llama, bundled data)."
+                "With no options, `fit` runs the offline demo (tiny NF4 Llama, bundled data). Measurement "
+                "commands without training: `scan` (per-layer alignment) and `zeroshot` (XNLI); see "
+                "`python -m tli_lightning scan --help`."
             ),
         },
     )

@@ -71,7 +71,8 @@ def load_causal_lm(
         hint = "" if Path(path).exists() else " (not a local directory; is the hub reachable from here?)"
         raise TLIError(f"cannot load model {model_name_or_path!r}{hint}: {error}") from error
     model.config.use_cache = False
-    _keep_4bit_weights_trainable(model)
+    if quantization != "none":
+        _keep_4bit_weights_trainable(model)
     return model, tokenizer
 
 

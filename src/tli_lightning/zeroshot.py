@@ -44,7 +44,7 @@ def score_sequences(
     batch_size: int = 32,
     progress: Callable | None = None,
 ) -> Tensor:
-    """Summed log-probability of each ``continuation`` given the BOS token, ``[len(continuations)]`` float32."""
+    """Summed log-probability of each ``continuation`` given the BOS token, ``[len(continuations)]`` float64."""
     device = next(model.parameters()).device
     start = context_token_id(tokenizer)
     token_lists = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
@@ -52,7 +52,7 @@ def score_sequences(
     # lm-eval keeps the last max_length + 1 tokens of context + continuation.
     sequences = [([start] + ids)[-(max_len + 1) :] for ids in token_lists]
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    scores = torch.empty(len(sequences), dtype=torch.float32)
+    scores = torch.empty(len(sequences), dtype=torch.float64)
     decoder, head = decoder_of(model), _lm_head(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -67,9 +67,11 @@ def score_sequences(
         hidden = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False).last_hidden_state
         scored = mask[:, 1:].bool()  # position t predicts token t + 1; padding is not scored
         logprobs = torch.log_softmax(head(hidden[scored]).float(), dim=-1)
-        token_scores = logprobs.gather(1, ids[:, 1:][scored][:, None]).squeeze(1)
+        # Summed in float64: a float32 running sum near -600 moves in steps of 6e-5, enough to
+        # flip near-tied candidates.
+        token_scores = logprobs.gather(1, ids[:, 1:][scored][:, None]).squeeze(1).double()
         row_of = scored.nonzero()[:, 0]
-        per_row = torch.zeros(len(batch), dtype=torch.float32, device=device).index_add_(0, row_of, token_scores)
+        per_row = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, row_of, token_scores)
         scores[torch.tensor(batch)] = per_row.cpu()
     return scores
 
