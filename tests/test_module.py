@@ -117,3 +117,20 @@ def test_training_step_logs_the_learning_signal(tiny_dir):
     module = _configured(tiny_dir)
     out = module.contrastive({"source": ["maji", "moto"], "target": ["water", "fire"]})
     assert out.loss.requires_grad and out.positive.shape == (2,) and out.hardest_negative.shape == (2,)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
+    batch = {"source": ["maji", "moto", "jua"], "target": ["water", "fire", "sun"]}
+
+    def grads(checkpointing: bool):
+        torch.manual_seed(0)
+        module = _configured(tiny_dir, lora_dropout=0.0, gradient_checkpointing=checkpointing)
+        for p in module.parameters():
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(p.numel()))
+        module.contrastive(batch).loss.backward()
+        return {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = grads(False), grads(True)
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad)

@@ -18,7 +18,7 @@ from tli_lightning.errors import TLIError
 from tli_lightning.layers import resolve_blocks, resolve_layer
 from tli_lightning.loading import DType, Quantization, QuantStorage, load_causal_lm
 from tli_lightning.losses import ContrastiveOutput, info_nce, triplet_hardest_negative
-from tli_lightning.representations import hidden_state_at, masked_mean, num_blocks, tokenize_words
+from tli_lightning.representations import decoder_of, hidden_state_at, masked_mean, num_blocks, tokenize_words
 
 log = logging.getLogger(__name__)
 # Precisions that leave 4-bit weights alone: "16-true" casts the module (corrupting a float
@@ -141,6 +141,18 @@ class TLIModule(L.LightningModule):
                 f"index {self.target_layer}, the output of block {self.target_layer - 1}) and would get no "
                 f"gradient; adapt blocks below {self.target_layer}, or raise target_layer"
             )
+        model = self._adapt(model, blocks)
+        if hp.gradient_checkpointing:
+            # Reentrant checkpointing fails under DDP with LoRA parameters.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # from_pretrained returns eval mode; training needs LoRA dropout on (Lightning keeps modes as found).
+        self.model = model.train()
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, trainable)
+
+    def _adapt(self, model: torch.nn.Module, blocks: list[int]) -> torch.nn.Module:
+        """LoRA on ``blocks`` (PEFT), or full-rank training of every parameter of ``blocks``."""
+        hp = self.hparams
         if hp.adaptation == "lora":
             config = LoraConfig(
                 r=hp.lora_r,
@@ -151,20 +163,13 @@ class TLIModule(L.LightningModule):
                 layers_pattern="layers",
                 bias="none",
             )
-            model = get_peft_model(model, config)
-        else:
-            model.requires_grad_(hp.adapt_layers == "all")
-            if hp.adapt_layers != "all":
-                layers = model.get_decoder().layers
-                for b in blocks:
-                    layers[b].requires_grad_(True)
-        if hp.gradient_checkpointing:
-            # Reentrant checkpointing fails under DDP with LoRA parameters.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # from_pretrained returns eval mode; training needs LoRA dropout on (Lightning keeps modes as found).
-        self.model = model.train()
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, trainable)
+            return get_peft_model(model, config)
+        model.requires_grad_(hp.adapt_layers == "all")
+        if hp.adapt_layers != "all":
+            layers = decoder_of(model).layers
+            for b in blocks:
+                layers[b].requires_grad_(True)
+        return model
 
     # ---- the learning signal ---------------------------------------------------------------
 
