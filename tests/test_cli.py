@@ -170,9 +170,11 @@ def test_resume_after_a_crash_continues_exactly(tmp_path, monkeypatch, tiny_dir,
     assert resumed["callbacks"]["ZeroShotRetention"]["baseline"] == straight["callbacks"]["ZeroShotRetention"]["baseline"]
 
 
-def test_validate_runs_the_control_pairs(tmp_path, monkeypatch, tiny_dir):
+def test_validate_and_test_run_on_the_control_pairs(tmp_path, monkeypatch, tiny_dir):
     monkeypatch.chdir(tmp_path)
-    _run_main(["validate", *FAST])
+    for stage in ("validate", "test"):
+        printed = _run_main([stage, *FAST])
+        assert f"{'val' if stage == 'validate' else 'test'}/pos_sim" in printed
 
 
 def test_scan_and_zeroshot_commands(tmp_path, tiny_dir):

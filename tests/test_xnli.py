@@ -51,3 +51,10 @@ def test_real_xnli_files_are_parallel(shared_data):
     assert len(sw) == len(en) == 2490
     assert [e.label for e in sw] == [e.label for e in en]
     assert collections.Counter(e.label for e in sw) == {0: 830, 1: 830, 2: 830}
+
+
+def test_hub_source_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TLIError, match=r"cannot load XNLI 'facebook/xnli' \(sw, validation\).*point xnli_source at local files"):
+        load_xnli("facebook/xnli", "sw")

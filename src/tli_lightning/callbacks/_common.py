@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from tli_lightning.errors import TLIError
@@ -88,3 +90,38 @@ def progress_bar(trainer: L.Trainer, description: str, enabled: bool) -> Callabl
     from tqdm.auto import tqdm
 
     return lambda iterable: tqdm(iterable, desc=description, leave=False, dynamic_ncols=True)
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the block, then every submodule's own mode back as it was."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+class EpochMeasurement(Callback):
+    """Runs :meth:`evaluate` before training (the baseline) and after every ``every_n_epochs`` epochs.
+
+    A run resumed from a checkpoint keeps the baseline saved in it instead of measuring a new one.
+    """
+
+    every_n_epochs: int = 1
+
+    def has_baseline(self) -> bool:
+        raise NotImplementedError
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        raise NotImplementedError
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.has_baseline():
+            self.evaluate(trainer, pl_module, "baseline")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self.evaluate(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")

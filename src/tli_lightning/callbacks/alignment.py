@@ -8,18 +8,18 @@ from typing import Any
 import lightning as L
 import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from tli_lightning.alignment import METRICS, alignment_report, embed_all_layers, words_of
 from tli_lightning.callbacks._common import (
-    Getter, default_model, default_tokenizer, log_dir, log_figure, log_scalars, progress_bar, sharded_map, write_json,
+    EpochMeasurement, Getter, default_model, default_tokenizer, evaluating, log_dir, log_figure, log_scalars, progress_bar,
+    sharded_map, write_json,
 )
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import Pair
 from tli_lightning.plots import alignment_figure
 
 
-class LayerwiseAlignment(Callback):
+class LayerwiseAlignment(EpochMeasurement):
     """Measure how close translation pairs are at every layer (``hidden_states`` 0..N).
 
     Runs before the first training step (the baseline) and after every ``every_n_epochs``
@@ -83,22 +83,20 @@ class LayerwiseAlignment(Callback):
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         sets = self._sets(trainer)
         words = words_of(sets)
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        try:
-            bar = progress_bar(trainer, "alignment", self.progress)
+        bar = progress_bar(trainer, "alignment", self.progress)
 
-            def embed(shard):
-                v = embed_all_layers(model, tokenizer, list(shard), template=self.word_template, batch_size=self.batch_size, progress=bar)
-                return torch.stack([v["plain"], v["with_bos"]]).permute(2, 0, 1, 3)  # [W, 2, L, H]
+        def embed(shard):
+            v = embed_all_layers(model, tokenizer, list(shard), template=self.word_template, batch_size=self.batch_size, progress=bar)
+            return torch.stack([v["plain"], v["with_bos"]]).permute(2, 0, 1, 3)  # [W, 2, L, H]
 
+        with evaluating(model):
             stacked = sharded_map(trainer, words, embed).permute(1, 2, 0, 3)
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
         return alignment_report({"plain": stacked[0], "with_bos": stacked[1]}, words, sets, self.seed)
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+    def has_baseline(self) -> bool:
+        return self.baseline is not None
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         report = self.measure(trainer, pl_module)
         report["epoch"] = trainer.current_epoch + (0 if name == "baseline" else 1)
         report["global_step"] = trainer.global_step
@@ -120,14 +118,6 @@ class LayerwiseAlignment(Callback):
             figure = alignment_figure(summary, None if summary is self.baseline else self.baseline, title=f"alignment, {name}")
             log_figure(trainer, "align/per_layer", figure, trainer.global_step)
             plt.close(figure)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.baseline is None:  # a resumed run keeps the baseline it was saved with
-            self._evaluate(trainer, pl_module, "baseline")
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._evaluate(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "last": self.last}

@@ -8,10 +8,10 @@ from typing import Any
 import lightning as L
 import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from tli_lightning.callbacks._common import (
-    Getter, default_model, default_tokenizer, log_dir, log_figure, log_scalars, progress_bar, sharded_map, write_json,
+    EpochMeasurement, Getter, default_model, default_tokenizer, evaluating, log_dir, log_figure, log_scalars, progress_bar,
+    sharded_map, write_json,
 )
 from tli_lightning.errors import TLIError
 from tli_lightning.plots import retention_figure
@@ -19,7 +19,7 @@ from tli_lightning.xnli import XNLIExample, candidate_templates
 from tli_lightning.zeroshot import accuracy_and_f1, score_xnli
 
 
-class ZeroShotRetention(Callback):
+class ZeroShotRetention(EpochMeasurement):
     """Zero-shot XNLI accuracy per language, and how much of it survives training.
 
     Scores exactly as lm-evaluation-harness's ``xnli_<lang>`` (see :mod:`tli_lightning.zeroshot`)
@@ -77,10 +77,8 @@ class ZeroShotRetention(Callback):
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, Any]]:
         """``{language: {"acc", "macro_f1", "loglikelihoods", "labels"}}`` for one evaluation."""
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
         results = {}
-        try:
+        with evaluating(model):
             for language, examples in self._examples(trainer).items():
                 templates = self.templates.get(language) or candidate_templates(language)
                 bar = progress_bar(trainer, f"xnli {language}", self.progress)
@@ -92,12 +90,12 @@ class ZeroShotRetention(Callback):
                 labels = [e.label for e in examples]
                 acc, f1 = accuracy_and_f1(loglik.argmax(dim=1), labels)
                 results[language] = {"acc": acc, "macro_f1": f1, "loglikelihoods": loglik.tolist(), "labels": labels}
-        finally:
-            for module, mode in modes.items():
-                module.training = mode
         return results
 
-    def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+    def has_baseline(self) -> bool:
+        return bool(self.baseline)
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         results = self.measure(trainer, pl_module)
         if not self.baseline:
             self.baseline = {lang: r["acc"] for lang, r in results.items()}
@@ -115,14 +113,6 @@ class ZeroShotRetention(Callback):
             figure = retention_figure(self.history, list(results))
             log_figure(trainer, "xnli/accuracy", figure, trainer.global_step)
             plt.close(figure)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.baseline:  # a resumed run keeps the baseline it was saved with
-            self._evaluate(trainer, pl_module, "baseline")
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._evaluate(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "history": self.history}
