@@ -196,3 +196,37 @@ def test_scan_and_zeroshot_commands(tmp_path, tiny_dir):
     summary = json.loads(zero.stdout.strip().splitlines()[-1])
     assert summary["language"] == "sw" and summary["n"] == 10
     assert summary["accuracy"] == pytest.approx(sum(r["prediction"] == r["label"] for r in rows) / 10)
+
+
+def test_shipped_configs_are_up_to_date_with_the_code(tmp_path, monkeypatch):
+    # configs/ are written by tools/write_configs.py from the CLI; a changed default or docstring
+    # must be regenerated, not silently diverge.
+    import importlib.util
+
+    monkeypatch.chdir(REPO)
+    spec = importlib.util.spec_from_file_location("write_configs", REPO / "tools" / "write_configs.py")
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    for name, (header, args) in writer.CONFIGS.items():
+        writer.write(name, header, args, tmp_path)
+        assert (tmp_path / f"{name}.yaml").read_text() == (REPO / "configs" / f"{name}.yaml").read_text(), (
+            f"configs/{name}.yaml is stale: run python tools/write_configs.py"
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["tli_lugha_llama", "full_finetune"])
+def test_shipped_8b_recipes_run_end_to_end_on_the_tiny_model(tmp_path, monkeypatch, tiny_dir, config):
+    # Everything from the recipe (quantization or not, adaptation, optimizer incl. AdamW8bit,
+    # bf16-true, gradient checkpointing, callbacks) except the 8B weights and the hub data.
+    monkeypatch.chdir(tmp_path)
+    _run_main(["fit", "--config", str(REPO / "configs" / f"{config}.yaml"), *FAST, "--model.model_name_or_path", "tiny",
+               "--data.lexicon_path", "demo", "--data.control_path", "demo", "--data.xnli_source", "demo",
+               "--data.xnli_limit", "12", "--trainer.max_epochs", "1"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / config / "last.ckpt", weights_only=False)
+    names = list(checkpoint["state_dict"])
+    if config == "full_finetune":
+        assert any(n.endswith("embed_tokens.weight") for n in names) and not any("lora_" in n for n in names)
+    else:
+        assert names and all("lora_" in n for n in names)
+    assert (tmp_path / "logs" / config / "version_0" / "xnli" / "epoch_01.json").is_file()
