@@ -44,3 +44,19 @@ def test_accuracy_is_micro_and_f1_is_macro():
     assert f1 == pytest.approx((0.8 + 2 / 3) / 2, abs=1e-6)
     _, f1 = accuracy_and_f1(torch.tensor([0, 1, 2, 1]), [0, 1, 2, 2])
     assert f1 == pytest.approx((1 + 2 / 3 + 2 / 3) / 3, abs=1e-6)
+
+
+def test_shared_prefix_scoring_equals_independent_scoring(tiny_float):
+    from tli_lightning.zeroshot import score_sequences, score_with_shared_prefix
+
+    model, tokenizer = tiny_float
+    groups = [
+        [" Watoto walitembea shule", " Watoto walitembea sokoni leo asubuhi", " Watoto"],  # one token of its own
+        [" maji", " moto", " jua"],  # nothing shared but BOS
+        [" sawa sawa", " sawa sawa", " sawa sawa"],  # identical candidates
+        [" Mama yangu alipika wali, sahihi? Ndiyo, Baba", " Mama yangu alipika wali, sahihi? Hapana, Baba alikula"],
+    ]
+    groups[3].append(" Mama yangu")
+    shared = score_with_shared_prefix(model, tokenizer, groups, batch_size=3)
+    independent = score_sequences(model, tokenizer, [c for g in groups for c in g]).view(len(groups), 3)
+    torch.testing.assert_close(shared, independent, atol=1e-3, rtol=0)

@@ -4,8 +4,9 @@ Each candidate's score is the summed log-probability of the tokens of ``" " + ca
 (encoded without special tokens) given the BOS token alone (EOS when there is no BOS); the
 prediction is the argmax over the three candidates.
 
-Faster than the harness through batching: every candidate sequence of every example goes
-into length-sorted batches (little padding), and the LM head only runs where a score is read.
+Faster than the harness through batching (length-sorted batches, little padding), running the
+LM head only where a score is read, and running each premise once for its three candidates
+(the candidates continue from its cached keys and values).
 
 Example, with any causal LM::
 
@@ -76,6 +77,101 @@ def score_sequences(
     return scores
 
 
+def _token_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+    """log P(target | hidden state) for matching rows of ``hidden`` [N, H] and ``targets`` [N], float64."""
+    logprobs = torch.log_softmax(head(hidden).float(), dim=-1)
+    return logprobs.gather(1, targets[:, None]).squeeze(1).double()
+
+
+@torch.no_grad()
+def score_with_shared_prefix(
+    model: torch.nn.Module,
+    tokenizer,
+    groups: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 32,
+    progress: Callable | None = None,
+) -> Tensor:
+    """Like :func:`score_sequences` for groups of continuations that share a beginning, ``[n_groups, k]``.
+
+    XNLI's three candidates share the premise: its tokens go through the model once per group,
+    and only each candidate's remaining tokens run on top of the cached keys and values.
+    """
+    device = next(model.parameters()).device
+    start = context_token_id(tokenizer)
+    k = len(groups[0])
+    flat = tokenizer([c for group in groups for c in group], add_special_tokens=False)["input_ids"]
+    sequences = [[start] + ids for ids in flat]
+    max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
+    if max(len(s) for s in sequences) > max_len + 1:  # lm-eval truncates from the left: no shared prefix left
+        texts = [c for group in groups for c in group]
+        return score_sequences(model, tokenizer, texts, batch_size=batch_size * k, progress=progress).view(len(groups), k)
+    decoder, head = decoder_of(model), _lm_head(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def shared_length(members: list[list[int]]) -> int:
+        # Longest common token prefix, leaving every member at least one token of its own to score.
+        length = min(len(m) for m in members) - 1
+        for i in range(1, length):
+            if any(m[i] != members[0][i] for m in members):
+                return i
+        return length
+
+    grouped = [sequences[g * k : (g + 1) * k] for g in range(len(groups))]
+    prefix_lengths = [shared_length(m) for m in grouped]
+    # Sorted by shared length, then by the longest own part: little padding in either pass.
+    order = sorted(range(len(groups)), key=lambda g: (-prefix_lengths[g], -max(len(s) for s in grouped[g])))
+    scores = torch.zeros(len(groups), k, dtype=torch.float64)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in progress(batches) if progress else batches:
+        members = [grouped[g] for g in batch]
+        shared = [prefix_lengths[g] for g in batch]
+        # 1. The shared prefixes, once per group, keeping their keys and values.
+        width = max(shared)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (m, p) in enumerate(zip(members, shared)):
+            ids[row, :p] = torch.tensor(m[0][:p])
+            mask[row, :p] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        out = decoder(input_ids=ids, attention_mask=mask, use_cache=True)
+        hidden, cache = out.last_hidden_state, out.cache
+        lengths = torch.tensor(shared, device=device)
+        inside = torch.arange(width, device=device)[None, :] < lengths[:, None] - 1  # position t predicts token t + 1
+        targets = ids.roll(-1, dims=1)  # the wrapped last column is never inside
+        within = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(
+            0, inside.nonzero()[:, 0], _token_logprobs(head, hidden[inside], targets[inside])
+        )
+        last = hidden[torch.arange(len(batch), device=device), lengths - 1]  # predicts each candidate's first own token
+        first = torch.tensor([[m[j][p] for j in range(k)] for m, p in zip(members, shared)], device=device)
+        firsts = _token_logprobs(head, last.repeat_interleave(k, dim=0), first.flatten()).view(len(batch), k)
+        # 2. Each candidate's own tokens on top of its group's cache.
+        rests = [m[j][p:] for m, p in zip(members, shared) for j in range(k)]
+        rest_width = max(len(r) for r in rests) - 1
+        totals = within[:, None] + firsts
+        if rest_width > 0:
+            rest_ids = torch.full((len(rests), rest_width + 1), pad, dtype=torch.long)
+            rest_mask = torch.zeros((len(rests), rest_width + 1), dtype=torch.long)
+            for row, r in enumerate(rests):
+                rest_ids[row, : len(r)] = torch.tensor(r)
+                rest_mask[row, : len(r)] = 1
+            rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
+            cache.batch_repeat_interleave(k)
+            positions = lengths.repeat_interleave(k)[:, None] + torch.arange(rest_width, device=device)
+            attention = torch.cat([mask.repeat_interleave(k, dim=0), rest_mask[:, :-1]], dim=1)
+            rest_hidden = decoder(
+                input_ids=rest_ids[:, :-1], attention_mask=attention, position_ids=positions, cache=cache, use_cache=True
+            ).last_hidden_state
+            scored = rest_mask[:, 1:].bool()
+            rest_rows = scored.nonzero()[:, 0]
+            rest_scores = torch.zeros(len(rests), dtype=torch.float64, device=device).index_add_(
+                0, rest_rows, _token_logprobs(head, rest_hidden[scored], rest_ids[:, 1:][scored])
+            )
+            totals = totals + rest_scores.view(len(batch), k)
+        scores[torch.tensor(batch)] = totals.cpu()
+    return scores
+
+
 def score_xnli(
     model: torch.nn.Module,
     tokenizer,
@@ -92,8 +188,8 @@ def score_xnli(
     ``{premise}`` and ``{hypothesis}``.
     """
     templates = templates or candidate_templates(language)
-    texts = [" " + c for e in examples for c in candidates(e, templates)]
-    return score_sequences(model, tokenizer, texts, batch_size=batch_size, progress=progress).view(-1, 3)
+    groups = [[" " + c for c in candidates(e, templates)] for e in examples]
+    return score_with_shared_prefix(model, tokenizer, groups, batch_size=batch_size, progress=progress)
 
 
 def accuracy_and_f1(predictions: Tensor, labels: Sequence[int]) -> tuple[float, float]:
