@@ -36,6 +36,30 @@ def _lm_head(model: torch.nn.Module) -> torch.nn.Module:
     return base.get_output_embeddings()
 
 
+def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Token ids and attention mask ``[len(sequences), longest]``, padded on the right."""
+    ids = torch.full((len(sequences), max(len(s) for s in sequences)), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, tokens in enumerate(sequences):
+        ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, : len(tokens)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _token_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+    """log P(target | hidden state) for matching rows of ``hidden`` [N, H] and ``targets`` [N], float64."""
+    logprobs = torch.log_softmax(head(hidden).float(), dim=-1)
+    # float64 from here: a float32 running sum near -600 moves in steps of 6e-5, enough to
+    # flip near-tied candidates.
+    return logprobs.gather(1, targets[:, None]).squeeze(1).double()
+
+
+def _summed_per_row(head: torch.nn.Module, hidden: Tensor, targets: Tensor, scored: Tensor) -> Tensor:
+    """Per row, the summed log-probabilities of ``targets`` at the ``scored`` positions ([B, T] each)."""
+    total = torch.zeros(len(hidden), dtype=torch.float64, device=hidden.device)
+    return total.index_add_(0, scored.nonzero()[:, 0], _token_logprobs(head, hidden[scored], targets[scored]))
+
+
 @torch.no_grad()
 def score_sequences(
     model: torch.nn.Module,
@@ -58,29 +82,11 @@ def score_sequences(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in progress(batches) if progress else batches:
-        length = len(sequences[batch[0]])
-        ids = torch.full((len(batch), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), length), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-            mask[row, : len(sequences[i])] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = _right_padded([sequences[i] for i in batch], pad, device)
         hidden = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False).last_hidden_state
-        scored = mask[:, 1:].bool()  # position t predicts token t + 1; padding is not scored
-        logprobs = torch.log_softmax(head(hidden[scored]).float(), dim=-1)
-        # Summed in float64: a float32 running sum near -600 moves in steps of 6e-5, enough to
-        # flip near-tied candidates.
-        token_scores = logprobs.gather(1, ids[:, 1:][scored][:, None]).squeeze(1).double()
-        row_of = scored.nonzero()[:, 0]
-        per_row = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, row_of, token_scores)
-        scores[torch.tensor(batch)] = per_row.cpu()
+        # Position t predicts token t + 1; padding is not scored.
+        scores[torch.tensor(batch)] = _summed_per_row(head, hidden, ids[:, 1:], mask[:, 1:].bool()).cpu()
     return scores
-
-
-def _token_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
-    """log P(target | hidden state) for matching rows of ``hidden`` [N, H] and ``targets`` [N], float64."""
-    logprobs = torch.log_softmax(head(hidden).float(), dim=-1)
-    return logprobs.gather(1, targets[:, None]).squeeze(1).double()
 
 
 @torch.no_grad()
@@ -127,47 +133,27 @@ def score_with_shared_prefix(
         members = [grouped[g] for g in batch]
         shared = [prefix_lengths[g] for g in batch]
         # 1. The shared prefixes, once per group, keeping their keys and values.
-        width = max(shared)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (m, p) in enumerate(zip(members, shared)):
-            ids[row, :p] = torch.tensor(m[0][:p])
-            mask[row, :p] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = _right_padded([m[0][:p] for m, p in zip(members, shared)], pad, device)
         out = decoder(input_ids=ids, attention_mask=mask, use_cache=True)
         hidden, cache = out.last_hidden_state, out.cache
         lengths = torch.tensor(shared, device=device)
-        inside = torch.arange(width, device=device)[None, :] < lengths[:, None] - 1  # position t predicts token t + 1
-        targets = ids.roll(-1, dims=1)  # the wrapped last column is never inside
-        within = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(
-            0, inside.nonzero()[:, 0], _token_logprobs(head, hidden[inside], targets[inside])
-        )
+        inside = torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None] - 1  # position t predicts token t + 1
+        within = _summed_per_row(head, hidden, ids.roll(-1, dims=1), inside)  # the wrapped column is never inside
         last = hidden[torch.arange(len(batch), device=device), lengths - 1]  # predicts each candidate's first own token
         first = torch.tensor([[m[j][p] for j in range(k)] for m, p in zip(members, shared)], device=device)
         firsts = _token_logprobs(head, last.repeat_interleave(k, dim=0), first.flatten()).view(len(batch), k)
         # 2. Each candidate's own tokens on top of its group's cache.
         rests = [m[j][p:] for m, p in zip(members, shared) for j in range(k)]
-        rest_width = max(len(r) for r in rests) - 1
         totals = within[:, None] + firsts
-        if rest_width > 0:
-            rest_ids = torch.full((len(rests), rest_width + 1), pad, dtype=torch.long)
-            rest_mask = torch.zeros((len(rests), rest_width + 1), dtype=torch.long)
-            for row, r in enumerate(rests):
-                rest_ids[row, : len(r)] = torch.tensor(r)
-                rest_mask[row, : len(r)] = 1
-            rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
+        if max(len(r) for r in rests) > 1:
+            rest_ids, rest_mask = _right_padded(rests, pad, device)
             cache.batch_repeat_interleave(k)
-            positions = lengths.repeat_interleave(k)[:, None] + torch.arange(rest_width, device=device)
+            positions = lengths.repeat_interleave(k)[:, None] + torch.arange(rest_ids.shape[1] - 1, device=device)
             attention = torch.cat([mask.repeat_interleave(k, dim=0), rest_mask[:, :-1]], dim=1)
             rest_hidden = decoder(
                 input_ids=rest_ids[:, :-1], attention_mask=attention, position_ids=positions, cache=cache, use_cache=True
             ).last_hidden_state
-            scored = rest_mask[:, 1:].bool()
-            rest_rows = scored.nonzero()[:, 0]
-            rest_scores = torch.zeros(len(rests), dtype=torch.float64, device=device).index_add_(
-                0, rest_rows, _token_logprobs(head, rest_hidden[scored], rest_ids[:, 1:][scored])
-            )
-            totals = totals + rest_scores.view(len(batch), k)
+            totals = totals + _summed_per_row(head, rest_hidden, rest_ids[:, 1:], rest_mask[:, 1:].bool()).view(len(batch), k)
         scores[torch.tensor(batch)] = totals.cpu()
     return scores
 
