@@ -32,7 +32,7 @@ def test_other_language_pair_through_column_names(tmp_path):
     [
         ("sw\tenglish\nmaji\twater\n", r"lex.tsv:1: header .* no column \['en'\]"),
         ("sw\ten\nmaji\twater\nmoto\n", r"lex.tsv:3: expected 2 tab-separated fields, got 1: \['moto'\]"),
-        ("sw\ten\nmaji\t \n", r"lex.tsv:2: empty entry"),
+        ("sw\ten\nmaji\t \n", r"lex.tsv:2: entries must be non-empty strings"),
         ("", "empty"),
     ],
 )

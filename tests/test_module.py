@@ -1,11 +1,13 @@
 import re
 
+import bitsandbytes as bnb
 import lightning as L
 import pytest
 import torch
 
 from tli_lightning.data import TLIDataModule
 from tli_lightning.errors import TLIError
+from tli_lightning.loading import load_causal_lm
 from tli_lightning.module import TLIModule
 
 
@@ -25,24 +27,38 @@ def _blocks_with(module, pattern: str) -> set[int]:
     return found
 
 
+def _trainable(module) -> set[str]:
+    return {n for n, p in module.named_parameters() if p.requires_grad}
+
+
+def _trainer(**kwargs) -> L.Trainer:
+    defaults = dict(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                    num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", devices=1)
+    return L.Trainer(**{**defaults, **kwargs})
+
+
 def test_lora_only_on_the_chosen_blocks_and_modules(tiny_dir):
     module = _configured(tiny_dir)  # paper defaults: target 2 -> blocks 0 and 1, q_proj and v_proj
-    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    trainable = _trainable(module)
     assert trainable and all("lora_" in n for n in trainable)
     assert _blocks_with(module, "lora_") == {0, 1}
     assert {re.search(r"\.(\w+_proj)\.lora", n).group(1) for n in trainable} == {"q_proj", "v_proj"}
     assert module.configure_model() is None and module.model is not None  # idempotent
     other = _configured(tiny_dir, adapt_layers=[1], target_layer=3, lora_target_modules=["o_proj"])
-    assert _blocks_with(other, "lora_") == {1} and all("o_proj" in n for n, p in other.named_parameters() if p.requires_grad)
+    assert _blocks_with(other, "lora_") == {1} and all("o_proj" in n for n in _trainable(other))
+    every = _configured(tiny_dir, target_layer=-1)  # the lora_all arm: every block, loss at the final output
+    assert _blocks_with(every, "lora_") == {0, 1, 2, 3}
 
 
-def test_full_adaptation_trains_every_parameter_of_the_chosen_blocks_only(tiny_dir):
-    module = _configured(tiny_dir, adaptation="full", quantization="none", target_layer=2)
-    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    in_blocks = {n for n, _ in module.named_parameters() if re.search(r"layers\.[01]\.", n)}
-    assert trainable == in_blocks
-    whole = _configured(tiny_dir, adaptation="full", quantization="none", adapt_layers="all", target_layer=-1)
-    assert all(p.requires_grad for p in whole.parameters())
+def test_full_adaptation_trains_what_the_loss_reaches_and_nothing_else(tiny_dir):
+    blocks = _configured(tiny_dir, adaptation="full", quantization="none", target_layer=2)
+    assert _trainable(blocks) == {n for n, _ in blocks.named_parameters() if re.search(r"layers\.[01]\.", n)}
+    early = _configured(tiny_dir, adaptation="full", quantization="none", adapt_layers="all", target_layer=2)
+    assert _trainable(early) == _trainable(blocks) | {"model.model.embed_tokens.weight"}
+    everything = _configured(tiny_dir, adaptation="full", quantization="none", adapt_layers="all", target_layer=-1)
+    frozen = {n for n, _ in everything.named_parameters()} - _trainable(everything)
+    assert frozen == {"model.lm_head.weight"}  # the loss reads the final normed state: the head never gets a gradient
+    assert everything.trainable_parameters == sum(p.numel() for n, p in everything.named_parameters() if n != "model.lm_head.weight")
 
 
 @pytest.mark.parametrize(
@@ -50,6 +66,12 @@ def test_full_adaptation_trains_every_parameter_of_the_chosen_blocks_only(tiny_d
     [
         ({"adaptation": "full"}, "4-bit weights cannot be; set --model.quantization none"),
         ({"adapt_layers": "all"}, "adapt_layers 'all' is for adaptation 'full'"),
+        ({"lora_r": 0}, "lora_r must be at least 1, got 0"),
+        ({"lora_dropout": 1.0}, "lora_dropout must be in [0, 1), got 1.0"),
+        ({"lora_target_modules": []}, "lora_target_modules must name at least one module"),
+        ({"learning_rate": 0.0}, "learning_rate must be positive, got 0.0"),
+        ({"warmup_steps": -1}, "warmup_steps must be >= 0, got -1"),
+        ({"temperature": 0.0}, "temperature must be positive, got 0.0"),
     ],
 )
 def test_refused_at_construction(kwargs, message):
@@ -63,7 +85,6 @@ def test_refused_at_construction(kwargs, message):
         ({"target_layer": 5}, "layer 5 is out of range for a model with 4 blocks"),
         ({"adapt_layers": [7]}, "adapt_layers [7] are not blocks of this model"),
         ({"adapt_layers": [1, 2]}, "blocks [2] are at or above target_layer 2"),
-        ({"adaptation": "full", "quantization": "none", "adapt_layers": "all"}, "at or above target_layer 2"),
         ({"target_layer": 0}, "at or above target_layer 0"),
     ],
 )
@@ -72,17 +93,57 @@ def test_refused_once_the_model_is_known(tiny_dir, kwargs, message):
         _configured(tiny_dir, **kwargs)
 
 
-def test_16_true_with_4bit_weights_is_refused(tiny_dir):
-    trainer = L.Trainer(precision="16-true", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    with pytest.raises(TLIError, match="precision '16-true' does not work with 4-bit weights"):
-        trainer.fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule())
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true", "64-true"])
+def test_precisions_that_cast_the_module_are_refused_before_loading(tiny_dir, precision):
+    with pytest.raises(TLIError, match=re.escape(f"precision '{precision}' is not supported")):
+        _trainer(precision=precision).fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3))
+
+
+class DtypeProbe(L.Callback):
+    """Records dtypes after Lightning's setup (train start) and the optimizer state after a step."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.parameters = {n: p.dtype for n, p in pl_module.named_parameters()}
+        self.buffers = {n: b.dtype for n, b in pl_module.named_buffers()}
+        self.packed = {n: (m.weight.dtype, m.weight.data.clone()) for n, m in pl_module.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        optimizer = trainer.optimizers[0]
+        self.optimizer_state = {s.dtype for state in optimizer.state.values() for s in state.values() if torch.is_tensor(s) and s.numel() > 1}
+        self.grads = {n for n, p in pl_module.named_parameters() if p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0}
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+@pytest.mark.parametrize(
+    "arm",
+    [
+        dict(quantization="nf4", compute_dtype="bfloat16"),  # the paper's QLoRA
+        dict(quantization="none", compute_dtype="bfloat16", adaptation="full"),  # full-rank blocks in bf16
+    ],
+    ids=["lora_nf4", "full_bf16"],
+)
+def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, precision, arm):
+    probe = DtypeProbe()
+    module = TLIModule(model_name_or_path=str(tiny_dir), lora_dropout=0.0, **arm)
+    _trainer(precision=precision, callbacks=[probe]).fit(module, TLIDataModule(xnli_limit=3))
+    fresh, _ = load_causal_lm(str(tiny_dir), quantization=arm["quantization"], compute_dtype="bfloat16")
+    assert all(d == torch.float32 for n, d in probe.buffers.items() if "inv_freq" in n) and probe.buffers
+    if arm["quantization"] == "nf4":
+        assert all(d == torch.float32 for n, d in probe.parameters.items() if "lora_" in n)
+        assert probe.optimizer_state == {torch.float32}
+        expected = {n: m.weight.data for n, m in fresh.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+        assert len(probe.packed) == len(expected) == 28
+        for name, (dtype, data) in probe.packed.items():
+            assert dtype == torch.uint8 and torch.equal(data, expected[name.removeprefix("model.base_model.model.").removesuffix(".base_layer")])
+    else:  # full-rank weights are held in compute_dtype, by choice (the 8B arm's memory budget)
+        assert {probe.parameters[n] for n in _trainable(module)} == {torch.bfloat16}
+    assert probe.grads  # the step trained something
 
 
 def test_state_dict_holds_only_trainable_tensors(tiny_dir):
     module = _configured(tiny_dir)
     state = module.state_dict()
-    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    assert set(state) == trainable
+    assert set(state) == _trainable(module)
     module.load_state_dict({k: torch.zeros_like(v) for k, v in state.items()}, strict=False)
     assert all(float(v.abs().sum()) == 0 for v in module.state_dict().values())
 
@@ -113,24 +174,34 @@ def test_gradient_reaches_block_0_through_frozen_4bit_block_1_after_an_eval_pass
         torch.testing.assert_close(after[name], before[name])
 
 
-def test_training_step_logs_the_learning_signal(tiny_dir):
-    module = _configured(tiny_dir)
-    out = module.contrastive({"source": ["maji", "moto"], "target": ["water", "fire"]})
-    assert out.loss.requires_grad and out.positive.shape == (2,) and out.hardest_negative.shape == (2,)
+class MetricsProbe(L.Callback):
+    def on_train_end(self, trainer, pl_module):
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(tiny_dir):
+def test_training_steps_log_the_learning_signal(tiny_dir):
+    probe = MetricsProbe()
+    _trainer(callbacks=[probe], max_steps=3).fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3))
+    assert {"train/loss_step", "train/pos_sim_step", "train/hardest_neg_sim_step"} <= set(probe.metrics)
+    assert 0.0 < probe.metrics["train/loss_step"] < 0.4 + 2.0  # a triplet loss with margin 0.4 on cosines
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(tiny_dir):
     batch = {"source": ["maji", "moto", "jua"], "target": ["water", "fire", "sun"]}
 
-    def grads(checkpointing: bool):
-        torch.manual_seed(0)
+    def run(checkpointing: bool):
         module = _configured(tiny_dir, lora_dropout=0.0, gradient_checkpointing=checkpointing)
         for p in module.parameters():
             if p.requires_grad:
                 torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(p.numel()))
+        calls = []
+        # A module inside the block: transformers checkpoints a block's forward, so the block's own
+        # hooks run once; what runs inside it runs again when the backward pass recomputes it.
+        module.model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))
         module.contrastive(batch).loss.backward()
-        return {n: p.grad for n, p in module.named_parameters() if p.requires_grad}
+        return {n: p.grad for n, p in module.named_parameters() if p.requires_grad}, len(calls)
 
-    plain, checkpointed = grads(False), grads(True)
+    (plain, plain_calls), (checkpointed, checkpointed_calls) = run(False), run(True)
+    assert (plain_calls, checkpointed_calls) == (1, 2)  # recomputed in the backward pass
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad)

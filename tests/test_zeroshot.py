@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
-from tli_lightning.zeroshot import accuracy_and_f1, score_xnli
+from tli_lightning.zeroshot import classification_scores, score_xnli
 
 EXAMPLES = [
     XNLIExample("Watoto walitembea kwenda shule asubuhi.", "Watoto walikwenda shule.", 0),
@@ -37,13 +37,18 @@ def test_custom_templates_replace_the_verbalizers(tiny_float):
     assert scores[0, 1].item() == pytest.approx(_reference(model, tokenizer, f"{EXAMPLES[0].premise} Maybe {EXAMPLES[0].hypothesis}"), abs=1e-3)
 
 
-def test_accuracy_is_micro_and_f1_is_macro():
-    acc, f1 = accuracy_and_f1(torch.tensor([0, 0, 0, 1]), [0, 0, 1, 1])
-    assert acc == pytest.approx(0.75)
-    # class 0: P=2/3 R=1 F1=0.8; class 1: P=1 R=0.5 F1=2/3; class 2, never true nor predicted, is left out
-    assert f1 == pytest.approx((0.8 + 2 / 3) / 2, abs=1e-6)
-    _, f1 = accuracy_and_f1(torch.tensor([0, 1, 2, 1]), [0, 1, 2, 2])
-    assert f1 == pytest.approx((1 + 2 / 3 + 2 / 3) / 3, abs=1e-6)
+def test_accuracy_is_an_exact_fraction_and_f1_agrees_with_torchmetrics():
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    scores = classification_scores([0] * 7 + [2] * 7 + [0] * 6, [0] * 7 + [1] * 7 + [2] * 6)
+    assert scores["acc"] == 7 / 20 and repr(scores["acc"]) == "0.35" and (scores["correct"], scores["n"]) == (7, 20)
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 5, 60):
+        for _ in range(20):
+            predictions, labels = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 3, (n,), generator=g)
+            ours = classification_scores(predictions.tolist(), labels.tolist())
+            assert ours["acc"] == pytest.approx(float(multiclass_accuracy(predictions, labels, num_classes=3, average="micro")))
+            assert ours["macro_f1"] == pytest.approx(float(multiclass_f1_score(predictions, labels, num_classes=3, average="macro")), abs=1e-6)
 
 
 def test_shared_prefix_scoring_equals_independent_scoring(tiny_float):

@@ -1,21 +1,28 @@
 """Cross-lingual alignment of translation pairs at every layer, with honest baselines.
 
-For each layer and pair set: mean translation-pair cosine (``cos``), the same with BOS averaged
-in (``cos_bos``, the artefact), mean-centered cosine, shuffled-pair cosine (``cos_random``) and
-the ``gap`` between them, and retrieval of the right translation among the set's candidates
-(``p_at_1_s2t``/``t2s``, ``mrr_s2t``/``t2s``).
+For each layer and pair set:
+
+- ``cos``: mean cosine of the translation pairs;
+- ``cos_random``: mean cosine over every non-matching combination (source i, target j != i) of the
+  set, the exact expectation of pairing words at random; ``gap`` = ``cos`` - ``cos_random``. A global
+  shift of all vectors (anisotropy) raises ``cos`` and ``cos_random`` alike and leaves ``gap``;
+- ``cos_centered``: pair cosine after subtracting each language's mean vector;
+- ``cos_bos``: pair cosine with BOS averaged into the word vector (the TLI paper's pilot artefact);
+- ``p_at_1_s2t``/``t2s`` and ``mrr_s2t``/``t2s``: retrieval of the right translation among the set's
+  distinct words. A word with several translations counts as right for any of them; ranks are
+  counted (candidates scoring strictly higher than the best right one), not sorted.
 
 Example, with any causal LM::
 
-    from tli_lightning.alignment import embed_all_layers, alignment_report
-    vectors = embed_all_layers(model, tokenizer, words)   # {"cos": [N+1, W, H], "cos_bos": ...}
-    report = alignment_report(vectors, words, {"trained": pairs}, seed=0)
+    from tli_lightning.alignment import embed_all_layers, alignment_report, words_of
+    words = words_of({"control": pairs})
+    vectors = embed_all_layers(model, tokenizer, words)          # {"plain": [N+1, W, H], "with_bos": ...}
+    report = alignment_report(zip(vectors["plain"], vectors["with_bos"]), words, {"control": pairs})
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +32,8 @@ from tli_lightning.lexicon import Pair
 from tli_lightning.representations import all_hidden_states, masked_mean, tokenize_words
 
 METRICS = ("cos", "cos_bos", "cos_centered", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s", "mrr_s2t", "mrr_t2s")
+# Queries scored at once in retrieval: bounds the [queries, candidates] similarity block.
+_QUERY_CHUNK = 1024
 
 
 @torch.no_grad()
@@ -57,84 +66,94 @@ def _pair_cos(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a, b, dim=-1)
 
 
-def derangement(n: int, seed: int) -> list[int]:
-    """A seeded permutation with no fixed point (each word meets a wrong partner)."""
-    rng = random.Random(seed)
-    order = list(range(n))
-    while n > 1:
-        rng.shuffle(order)
-        if all(i != j for i, j in enumerate(order)):
-            return order
-    return order
+def mean_cross_cosine(source: Tensor, target: Tensor) -> Tensor:
+    """Mean of ``cos(source_i, target_j)`` over all ``i != j`` (rows are pairs), exactly, in O(P * H).
+
+    With unit vectors, the sum over every (i, j) is ``(sum_i s_i) . (sum_j t_j)``; take the diagonal away.
+    """
+    s, t = F.normalize(source.double(), dim=-1), F.normalize(target.double(), dim=-1)
+    n = s.shape[0]
+    everything = s.sum(0) @ t.sum(0)
+    diagonal = (s * t).sum()
+    return ((everything - diagonal) / (n * (n - 1))).float()
 
 
-def _retrieval(queries: Tensor, candidates: Tensor, gold: list[set[int]]) -> tuple[Tensor, Tensor]:
-    """P@1 and MRR per layer: ``queries`` [L, Q, H] against ``candidates`` [L, C, H]."""
-    sims = F.normalize(queries, dim=-1) @ F.normalize(candidates, dim=-1).transpose(1, 2)  # [L, Q, C]
-    order = sims.argsort(dim=-1, descending=True)
-    is_gold = torch.zeros(sims.shape[1:], dtype=torch.bool)
-    for q, answers in enumerate(gold):
-        is_gold[q, list(answers)] = True
-    hits = is_gold[torch.arange(len(gold))[None, :, None], order]  # [L, Q, C] in rank order
-    first = hits.float().argmax(dim=-1)  # rank (0-based) of the best-ranked right answer
-    return hits[..., 0].float().mean(dim=1), (1.0 / (first + 1).float()).mean(dim=1)
+def retrieval(queries: Tensor, candidates: Tensor, gold: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-query rank of the best right candidate: P@1 and MRR over the queries.
+
+    ``queries`` [Q, H], ``candidates`` [C, H], ``gold`` [Q, C] bool (at least one True per row).
+    Rank = 1 + the number of wrong candidates scoring strictly higher than the best right one.
+    """
+    queries, candidates = F.normalize(queries.float(), dim=-1), F.normalize(candidates.float(), dim=-1)
+    ranks = []
+    for start in range(0, len(queries), _QUERY_CHUNK):
+        sims = queries[start : start + _QUERY_CHUNK] @ candidates.T
+        right = gold[start : start + _QUERY_CHUNK].to(sims.device)
+        best_right = sims.masked_fill(~right, float("-inf")).max(dim=1, keepdim=True).values
+        ranks.append(((sims > best_right) & ~right).sum(dim=1) + 1)
+    rank = torch.cat(ranks).double()
+    return (rank == 1).double().mean().float(), (1.0 / rank).mean().float()
 
 
-def _retrieval_both_ways(src: Tensor, tgt: Tensor, pairs: Sequence[Pair]) -> dict[str, Tensor]:
-    # Queries and candidates are the set's distinct words; a word with several translations
-    # counts as right when any of them comes first.
-    sources = sorted({s for s, _ in pairs})
-    targets = sorted({t for _, t in pairs})
-    s_index = {w: i for i, w in enumerate(sources)}
-    t_index = {w: i for i, w in enumerate(targets)}
-    first_s = {s: i for i, (s, _) in reversed(list(enumerate(pairs)))}
-    first_t = {t: i for i, (_, t) in reversed(list(enumerate(pairs)))}
-    s_vecs = src[:, [first_s[w] for w in sources]]
-    t_vecs = tgt[:, [first_t[w] for w in targets]]
-    gold_s2t = [set() for _ in sources]
-    gold_t2s = [set() for _ in targets]
-    for s, t in pairs:
-        gold_s2t[s_index[s]].add(t_index[t])
-        gold_t2s[t_index[t]].add(s_index[s])
-    p_s2t, mrr_s2t = _retrieval(s_vecs, t_vecs, gold_s2t)
-    p_t2s, mrr_t2s = _retrieval(t_vecs, s_vecs, gold_t2s)
-    return {"p_at_1_s2t": p_s2t, "p_at_1_t2s": p_t2s, "mrr_s2t": mrr_s2t, "mrr_t2s": mrr_t2s}
+class _SetIndex:
+    """Which rows of the word table a pair set uses, and its retrieval answer key."""
+
+    def __init__(self, pairs: Sequence[Pair], index: Mapping[str, int]) -> None:
+        self.source_rows = [index[s] for s, _ in pairs]
+        self.target_rows = [index[t] for _, t in pairs]
+        sources, targets = sorted({s for s, _ in pairs}), sorted({t for _, t in pairs})
+        self.distinct_sources = [index[w] for w in sources]
+        self.distinct_targets = [index[w] for w in targets]
+        s_pos, t_pos = {w: i for i, w in enumerate(sources)}, {w: i for i, w in enumerate(targets)}
+        self.gold = torch.zeros(len(sources), len(targets), dtype=torch.bool)
+        for s, t in pairs:
+            self.gold[s_pos[s], t_pos[t]] = True
 
 
-def set_metrics(vectors: Mapping[str, Tensor], index: Mapping[str, int], pairs: Sequence[Pair], seed: int) -> dict[str, Tensor]:
-    """Every metric of :data:`METRICS` per layer (``[N+1]`` tensors), plus ``per_pair`` cosines ``[N+1, P]``."""
-    s_ids = [index[s] for s, _ in pairs]
-    t_ids = [index[t] for _, t in pairs]
-    src, tgt = vectors["plain"][:, s_ids], vectors["plain"][:, t_ids]
+def layer_metrics(plain: Tensor, with_bos: Tensor, pairs: _SetIndex) -> tuple[dict[str, float], Tensor]:
+    """Every metric of :data:`METRICS` for one layer (``plain``/``with_bos``: [W, H]), and per-pair cosines [P]."""
+    src, tgt = plain[pairs.source_rows], plain[pairs.target_rows]
     per_pair = _pair_cos(src, tgt)
-    shuffled = _pair_cos(src, tgt[:, derangement(len(pairs), seed)])
-    centered = _pair_cos(src - src.mean(dim=1, keepdim=True), tgt - tgt.mean(dim=1, keepdim=True))
-    bos = _pair_cos(vectors["with_bos"][:, s_ids], vectors["with_bos"][:, t_ids])
     out = {
-        "cos": per_pair.mean(dim=1),
-        "cos_bos": bos.mean(dim=1),
-        "cos_centered": centered.mean(dim=1),
-        "cos_random": shuffled.mean(dim=1),
+        "cos": per_pair.mean(),
+        "cos_bos": _pair_cos(with_bos[pairs.source_rows], with_bos[pairs.target_rows]).mean(),
+        "cos_centered": _pair_cos(src - src.mean(0), tgt - tgt.mean(0)).mean(),
+        "cos_random": mean_cross_cosine(src, tgt),
     }
     out["gap"] = out["cos"] - out["cos_random"]
-    out.update(_retrieval_both_ways(src, tgt, pairs))
-    out["per_pair"] = per_pair
-    return out
+    s_vecs, t_vecs = plain[pairs.distinct_sources], plain[pairs.distinct_targets]
+    out["p_at_1_s2t"], out["mrr_s2t"] = retrieval(s_vecs, t_vecs, pairs.gold)
+    out["p_at_1_t2s"], out["mrr_t2s"] = retrieval(t_vecs, s_vecs, pairs.gold.T)
+    return {k: float(v) for k, v in out.items()}, per_pair
 
 
 def alignment_report(
-    vectors: Mapping[str, Tensor], words: Sequence[str], pair_sets: Mapping[str, Sequence[Pair]], seed: int = 0
+    layers: Iterable[tuple[Tensor, Tensor]], words: Sequence[str], pair_sets: Mapping[str, Sequence[Pair]]
 ) -> dict:
-    """A JSON-ready report: ``{"layers": [...], "sets": {name: {metric: [per layer], "pairs", "per_pair_cos"}}}``."""
+    """A JSON-ready report from word vectors given one layer at a time.
+
+    ``layers`` yields ``(plain, with_bos)`` vectors ``[W, H]`` per layer (rows follow ``words``),
+    so only one layer needs to be in memory. Returns ``{"layers": [...], "sets": {name: {metric:
+    [per layer], "pairs": [...], "per_pair_cos": [pair][layer]}}}``.
+    """
     index = {w: i for i, w in enumerate(words)}
-    report: dict = {"layers": list(range(vectors["plain"].shape[0])), "sets": {}}
+    sets = {name: _SetIndex(pairs, index) for name, pairs in pair_sets.items()}
+    metrics: dict[str, dict[str, list[float]]] = {name: {m: [] for m in METRICS} for name in sets}
+    per_pair: dict[str, list[Tensor]] = {name: [] for name in sets}
+    count = 0
+    for plain, with_bos in layers:
+        for name, pairs in sets.items():
+            values, cosines = layer_metrics(plain, with_bos, pairs)
+            for metric, value in values.items():
+                metrics[name][metric].append(round(value, 6))
+            per_pair[name].append(cosines.cpu())
+        count += 1
+    report: dict = {"layers": list(range(count)), "sets": {}}
     for name, pairs in pair_sets.items():
-        metrics = set_metrics(vectors, index, pairs, seed)
-        per_pair = metrics.pop("per_pair")
-        entry = {k: [round(float(x), 6) for x in v] for k, v in metrics.items()}
+        entry: dict = dict(metrics[name])
         entry["pairs"] = [list(p) for p in pairs]
         # [pair][layer], the input for paired statistics between evaluations.
-        entry["per_pair_cos"] = [[round(float(x), 6) for x in row] for row in per_pair.T]
+        entry["per_pair_cos"] = [[round(float(x), 6) for x in row] for row in torch.stack(per_pair[name], dim=1)]
         report["sets"][name] = entry
     return report
 

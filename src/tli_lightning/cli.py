@@ -1,27 +1,79 @@
-"""``python -m tli_lightning {fit,validate,test,scan,zeroshot}``.
+"""``python -m tli_lightning {fit,validate,test,scan,zeroshot,compare}``.
 
-``fit``/``validate``/``test`` are a LightningCLI over :class:`TLIModule` and
-:class:`TLIDataModule`; with no arguments ``fit`` runs the embedded offline demo.
+``fit``/``validate``/``test`` are a LightningCLI over :class:`TLIModule` and :class:`TLIDataModule`;
+with no arguments ``fit`` runs the embedded offline demo. Each ``fit`` is one run with its own
+directories (:mod:`tli_lightning.runs`); ``--ckpt_path`` resumes one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import sys
+import warnings
+from typing import Any
 
-from tli_lightning.errors import TLIError
+from tli_lightning.errors import RunInterrupted, TLIError
 
-MEASURE_COMMANDS = ("scan", "zeroshot")
+MEASURE_COMMANDS = ("scan", "zeroshot", "compare")
+log = logging.getLogger("tli_lightning")
+
+LAYERS_HELP = (
+    "Layer numbering everywhere follows hidden_states: 0 = embeddings, i = output of block i-1, "
+    "-1 = the final normed output; blocks (what is adapted) are numbered 0..N-1."
+)
+DESCRIPTION = (
+    "Targeted Lexical Injection on PyTorch Lightning. " + LAYERS_HELP + " With no options, `fit` runs the offline "
+    "demo (tiny NF4 Llama, bundled data). Each `fit` is a new run in logs/<name>/version_<n>/ and "
+    "checkpoints/<name>/version_<n>/ (<name> = --trainer.logger.init_args.name); `--ckpt_path last` (or a run "
+    "directory, or a .ckpt file) resumes one exactly. Measurement commands without training: `scan`, `zeroshot`, "
+    "`compare`; see `python -m tli_lightning scan --help`."
+)
 
 
-def _component(class_path: str, **init_args) -> dict:
+def _component(class_path: str, **init_args: Any) -> dict:
     return {"class_path": class_path, "init_args": init_args}
 
 
-def _lightning_cli(args: list[str] | None) -> None:
-    from lightning.pytorch.cli import LightningCLI
-    from lightning.pytorch.loggers import TensorBoardLogger
-    from jsonargparse import lazy_instance
+DEFAULT_CALLBACKS = [
+    # First: its signal handlers must be in place before the (long) baseline evaluation starts.
+    _component("tli_lightning.callbacks.ExactResume"),
+    # One rolling checkpoint per run, written at each epoch's end after the epoch's evaluations.
+    _component("lightning.pytorch.callbacks.ModelCheckpoint", filename="last", save_top_k=1,
+               enable_version_counter=False, save_on_train_epoch_end=True),
+    _component("tli_lightning.callbacks.AdapterExport"),
+    _component("tli_lightning.callbacks.LayerwiseAlignment"),
+    _component("tli_lightning.callbacks.ZeroShotRetention"),
+]
+DEFAULT_LOGGER = _component("lightning.pytorch.loggers.TensorBoardLogger", save_dir="logs", name="demo", default_hp_metric=False)
+
+
+class _Session:
+    """What the CLI learned about the run, for the messages printed after it ends (also on failure)."""
+
+    def __init__(self) -> None:
+        self.run = None
+        self.fresh = False
+        self.command: list[str] = []
+        self.trainer = None
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    # Lightning's advert for its cloud logger, on every Trainer.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
+    # Deprecations inside transformers/PEFT/Lightning that users cannot act on.
+    for message in (r".*is_gradient_checkpointing.*", r".*gradient_checkpointing_enable.*", r".*LeafSpec.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def _lightning_cli(args: list[str], session: _Session) -> None:
+    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
     from tli_lightning.data import TLIDataModule
     from tli_lightning.module import TLIModule
@@ -38,41 +90,189 @@ def _lightning_cli(args: list[str] | None) -> None:
                     "trainer.max_epochs": 5,
                     "trainer.precision": "32-true",
                     "trainer.log_every_n_steps": 5,
-                    "trainer.logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="demo", default_hp_metric=False),
-                    "trainer.callbacks": [
-                        _component("lightning.pytorch.callbacks.ModelCheckpoint", dirpath="checkpoints/demo", filename="epoch{epoch:02d}", auto_insert_metric_name=False, save_top_k=-1, save_last=True),
-                        _component("lightning.pytorch.callbacks.OnExceptionCheckpoint", dirpath="checkpoints/demo", filename="on_exception"),
-                        _component("tli_lightning.callbacks.AdapterExport"),
-                        _component("tli_lightning.callbacks.LayerwiseAlignment"),
-                        _component("tli_lightning.callbacks.ZeroShotRetention"),
-                    ],
+                    "trainer.logger": DEFAULT_LOGGER,
+                    "trainer.callbacks": DEFAULT_CALLBACKS,
                 }
             )
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand]
+            _check_callbacks(config)
+            if self.subcommand != "fit":
+                # validate/test log beside the runs, not as runs of their own.
+                config.trainer.logger.init_args.name = f"{_logger_args(config)['name']}-{self.subcommand}"
+                if config.ckpt_path is None:
+                    log.warning("%s without --ckpt_path scores the untrained base model", self.subcommand)
+
+        def before_fit(self) -> None:
+            # Data first: a mistyped file fails here, before a run directory is created.
+            self.datamodule.prepare_data()
+            self.datamodule.setup("fit")
+            config = self.config[self.subcommand]
+            session.run, session.fresh = _resolve_run(config)
+            session.trainer = self.trainer
+            _point_at_run(self.trainer, session.run, fresh=session.fresh)
+            if session.run.resumed_from is not None:
+                _check_resume_matches(self.parser, self.config, self.subcommand, session.run)
+                self.config_init[self.subcommand]["ckpt_path"] = str(session.run.resumed_from)
+                for note in session.run.notes:
+                    log.info(note)
+                log.info("resuming %s (step %d) into %s", session.run.resumed_from, session.run.resumed_step, session.run.log_dir)
+
+        def after_fit(self) -> None:
+            _finish(session, status="finished")
+
+    class RunConfig(SaveConfigCallback):
+        """The resolved config, once per run; a resumed run records its own command beside it."""
+
+        def setup(self, trainer, pl_module, stage) -> None:
+            run = session.run
+            if run is not None and run.resumed_from is not None:
+                self.config_filename = f"config.resumed_at_step{run.resumed_step}.yaml"
+            super().setup(trainer, pl_module, stage)
 
     TLICLI(
         TLIModule,
         TLIDataModule,
         args=args,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=RunConfig,
         seed_everything_default=42,
         auto_configure_optimizers=False,  # TLIModule owns its optimizer and schedule (--model.*)
-        parser_kwargs={
-            "prog": "python -m tli_lightning",
-            "description": (
-                "Targeted Lexical Injection on PyTorch Lightning. Layer numbering everywhere follows "
-                "hidden_states: 0 = embeddings, i = output of block i-1, -1 = final normed output. "
-                "With no options, `fit` runs the offline demo (tiny NF4 Llama, bundled data). Measurement "
-                "commands without training: `scan` (per-layer alignment) and `zeroshot` (XNLI); see "
-                "`python -m tli_lightning scan --help`."
-            ),
-        },
+        parser_kwargs={"prog": "python -m tli_lightning", "description": DESCRIPTION},
     )
+
+
+def _logger_args(config) -> dict[str, Any]:
+    logger = config.trainer.logger
+    if isinstance(logger, list):
+        logger = logger[0] if logger else None
+    class_path = getattr(logger, "class_path", "")
+    if not class_path.endswith(("TensorBoardLogger", "CSVLogger")):
+        raise TLIError(
+            "tli_lightning keeps each run in logs/<name>/version_<n>: trainer.logger (the first one, if several) "
+            f"must be a TensorBoardLogger or CSVLogger, got {class_path or logger!r}"
+        )
+    return dict(vars(logger.init_args))
+
+
+def _check_callbacks(config) -> None:
+    names = [getattr(c, "class_path", type(c).__name__) for c in (config.trainer.callbacks or [])]
+    if any(n.endswith("OnExceptionCheckpoint") for n in names):
+        raise TLIError(
+            "OnExceptionCheckpoint makes every plain `fit` resume the previous run, and saves mid-step states that "
+            "do not resume exactly; remove it: tli_lightning.callbacks.ExactResume already saves on interruption"
+        )
+    if not any(n.endswith("ExactResume") for n in names):
+        config.trainer.callbacks = [_namespace(DEFAULT_CALLBACKS[0])] + list(config.trainer.callbacks or [])
+
+
+def _namespace(component: dict):
+    from jsonargparse import Namespace
+
+    return Namespace(class_path=component["class_path"], init_args=Namespace(**component["init_args"]))
+
+
+def _resolve_run(config):
+    """The run this process writes into, and whether it is new. Launched DDP processes join the first one's."""
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from tli_lightning import runs
+
+    if rank_zero_only.rank != 0 and os.environ.get(runs.RUN_ENV):
+        return runs.Run.from_env(os.environ[runs.RUN_ENV]), False
+    logger = _logger_args(config)
+    name = logger["name"]
+    logs, checkpoints = os.path.join(logger["save_dir"], name), _checkpoints_dir(config, name)
+    if rank_zero_only.rank != 0:
+        raise TLIError(
+            "this process (rank %d) was started by an external launcher without the run chosen by rank 0; launch "
+            "through Lightning (--trainer.devices N --trainer.strategy ddp) or export %s from rank 0"
+            % (rank_zero_only.rank, runs.RUN_ENV)
+        )
+    if config.ckpt_path:
+        run, fresh = runs.resolve_resume(str(config.ckpt_path), logs, checkpoints, name), False
+    else:
+        run, fresh = runs.claim_run(logs, checkpoints, name), True
+    os.environ[runs.RUN_ENV] = run.to_env()
+    return run, fresh
+
+
+def _checkpoints_dir(config, name: str) -> str:
+    # A ModelCheckpoint dirpath, if given, is where this name's runs go (one version_<n> each).
+    for callback in config.trainer.callbacks or []:
+        if getattr(callback, "class_path", "").endswith("ModelCheckpoint") and callback.init_args.dirpath:
+            return str(callback.init_args.dirpath)
+    return os.path.join("checkpoints", name)
+
+
+def _point_at_run(trainer, run, fresh: bool) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    logger = trainer.loggers[0]
+    # Loggers take their version at construction; this run's version is known only now.
+    logger._version = run.version
+    if run.resumed_from is not None and hasattr(logger, "_kwargs"):
+        # TensorBoard hides what the interrupted session logged from the checkpoint's step on: it is logged again.
+        logger._kwargs["purge_step"] = run.resumed_step
+    for callback in trainer.callbacks:
+        if isinstance(callback, ModelCheckpoint):
+            callback.dirpath = str(run.checkpoint_dir)
+
+
+def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
+    """A run goes on with the settings it started with: compare with its saved config.yaml."""
+    import yaml
+
+    saved = run.log_dir / "config.yaml"
+    if not saved.is_file():
+        return
+    before = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+    now = (yaml.safe_load(parser.dump(full_config, skip_none=False, skip_check=True)) or {}).get(subcommand, {})
+    differences = []
+    for section in ("seed_everything", "model", "data"):
+        old, new = before.get(section), now.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += [f"{section}.{k}: {new.get(k)!r} (run: {old.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        elif old != new:
+            differences.append(f"{section}: {new!r} (run: {old!r})")
+    if differences:
+        raise TLIError(
+            f"{run.resumed_from} belongs to a run with other settings: {'; '.join(differences[:6])}. Resume it with "
+            f"its own config: python -m tli_lightning fit --config {saved} --ckpt_path {run.checkpoint_dir}"
+        )
+
+
+def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) -> None:
+    """Summary to the terminal and to summary.json; after an interruption or a crash, how to resume."""
+    from tli_lightning import runs
+
+    trainer, run = session.trainer, session.run
+    if run is None or trainer is None or not trainer.is_global_zero:
+        return
+    summary = runs.summarize(trainer, run, status)
+    path = runs.write_summary(run, summary)
+    out = sys.stdout if status == "finished" else sys.stderr
+    print(runs.format_summary(summary, path), file=out)
+    if status != "finished":
+        saved = f"saved {stop.checkpoint}; " if stop is not None and stop.checkpoint else ""
+        print(f"{status}: {saved}resume with: {_resume_command(session, run)}", file=out)
+
+
+def _resume_command(session: _Session, run) -> str:
+    args = list(session.command)
+    if "--ckpt_path" in args:
+        index = args.index("--ckpt_path")
+        del args[index : index + 2]
+    args = [a for a in args if not a.startswith("--ckpt_path=")]
+    return shlex.join(["python", "-m", "tli_lightning", *(args or ["fit"]), "--ckpt_path", str(run.checkpoint_dir)])
 
 
 def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
-    argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _configure_logging()
+    session = _Session()
+    session.command = argv
     try:
         if argv and argv[0] in MEASURE_COMMANDS:
             from tli_lightning.commands import run_command
@@ -80,7 +280,24 @@ def main(argv: list[str] | None = None) -> None:
             run_command(argv[0], argv[1:])
         else:
             # LightningCLI reads sys.argv itself when run as a command (and warns if given both).
-            _lightning_cli(["fit"] if not argv else None if from_command_line else argv)
+            _lightning_cli(["fit"] if not argv else None if from_command_line else argv, session)
     except TLIError as error:
         print(f"error: {error}", file=sys.stderr)
+        if session.fresh and session.run is not None and session.trainer is not None and session.trainer.global_step == 0:
+            from tli_lightning.runs import discard_unused
+
+            discard_unused(session.run)
         raise SystemExit(2) from None
+    except RunInterrupted as stop:
+        _finish(session, status="interrupted", stop=stop)
+        raise SystemExit(stop.exit_code) from None
+    except KeyboardInterrupt:  # before the run's own handlers were in place: nothing to save
+        raise SystemExit(130) from None
+    except Exception:
+        # A crash: the traceback is for the developer; the summary and resume hint for the user.
+        _finish(session, status="failed")
+        raise
+    finally:
+        from tli_lightning.runs import RUN_ENV
+
+        os.environ.pop(RUN_ENV, None)  # for the processes this run launched only

@@ -1,39 +1,98 @@
-"""The measurement commands, without training: ``scan`` (alignment per layer) and ``zeroshot`` (XNLI)."""
+"""The measurement commands, without training: ``scan`` (alignment per layer), ``zeroshot`` (XNLI),
+``compare`` (runs side by side).
+
+An adapter directory written by a run carries ``tli_settings.json``: the base it was trained on.
+``--adapter DIR`` then loads that base (model, quantization, compute dtype) unless told otherwise,
+so an adapter is never silently measured on another base.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from tli_lightning.errors import TLIError
 
+log = logging.getLogger("tli_lightning")
 LAYERS_NOTE = "Layers are hidden_states indices: 0 = embeddings, i = output of block i-1, N = final normed output."
+BASE_KEYS = ("model", "quantization", "dtype", "double_quant", "quant_storage")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="hub id or local directory of a causal LM; 'tiny' = the embedded demo model")
-    parser.add_argument("--adapter", help="a PEFT adapter directory (e.g. checkpoints/demo/adapter_epoch05) to apply on top")
-    parser.add_argument("--quantization", choices=["nf4", "fp4", "none"], default="none", help="load the base in 4-bit with bitsandbytes (default: none)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="weight dtype, or 4-bit compute dtype (default: float32)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default: 32)")
+    parser.add_argument("--model", help="hub id or local directory of a causal LM; 'tiny' = the embedded demo model "
+                        "(default with --adapter: the model the adapter was trained on)")
+    parser.add_argument("--adapter", help="a PEFT adapter directory written by a run (checkpoints/<name>/version_<n>/adapter_epochNN) "
+                        "to apply on top; its tli_settings.json gives the base's defaults")
+    parser.add_argument("--quantization", choices=["nf4", "fp4", "none"], help="load the base in 4-bit with bitsandbytes "
+                        "(default: the adapter's training setting, else none)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype, or 4-bit compute dtype "
+                        "(default: the adapter's training setting, else float32)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass (default: 32)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _load(args: argparse.Namespace):
+def base_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The base to load: what the adapter was trained on, with the explicit options on top (warned about)."""
+    trained: dict[str, Any] = {}
+    if args.adapter:
+        adapter = Path(args.adapter)
+        if not (adapter / "adapter_config.json").is_file():
+            raise TLIError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
+        settings_file = adapter / "tli_settings.json"
+        if settings_file.is_file():
+            try:
+                saved = json.loads(settings_file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as error:
+                raise TLIError(f"{settings_file}:{error.lineno}: not valid JSON ({error.msg})") from None
+            trained = {"model": saved["model_name_or_path"], "quantization": saved["quantization"], "dtype": saved["compute_dtype"],
+                       "double_quant": saved["double_quant"], "quant_storage": saved["quant_storage"]}
+            trained["template"] = saved.get("word_template", "{word}")
+        else:
+            log.warning("%s has no tli_settings.json: pass --model, --quantization and --dtype as it was trained", adapter)
+    chosen = {"model": args.model, "quantization": args.quantization, "dtype": args.dtype}
+    settings = {"model": None, "quantization": "none", "dtype": "float32", "double_quant": False, "quant_storage": "uint8"}
+    settings.update({k: v for k, v in trained.items() if k in BASE_KEYS})
+    for key, value in chosen.items():
+        if value is None:
+            continue
+        if key in trained and trained[key] != value:
+            log.warning("--%s %s differs from the adapter's training setting (%s): measuring it on another base", key, value, trained[key])
+        settings[key] = value
+    if settings["model"] is None:
+        raise TLIError("--model is required (or --adapter with a tli_settings.json naming its base)")
+    settings["template"] = trained.get("template")
+    return settings
+
+
+def _load(args: argparse.Namespace, settings: dict[str, Any]):
+    import torch
+
     from tli_lightning.loading import load_causal_lm
 
-    model, tokenizer = load_causal_lm(args.model, quantization=args.quantization, compute_dtype=args.dtype, device=args.device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_causal_lm(
+        settings["model"], quantization=settings["quantization"], compute_dtype=settings["dtype"],
+        double_quant=settings["double_quant"], quant_storage=settings["quant_storage"], device=device,
+    )
     if args.adapter:
         from peft import PeftModel
 
-        if not Path(args.adapter, "adapter_config.json").is_file():
-            raise TLIError(f"{args.adapter}: not a PEFT adapter directory (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, args.adapter)
+        try:
+            model = PeftModel.from_pretrained(model, args.adapter)
+        except Exception as error:  # PEFT raises ValueError, KeyError, OSError... for broken or mismatched adapters
+            raise TLIError(f"{args.adapter}: cannot apply this adapter to {settings['model']}: {error}") from None
     return model.eval(), tokenizer
 
 
@@ -43,6 +102,20 @@ def _progress(args: argparse.Namespace, description: str):
     from tqdm.auto import tqdm
 
     return lambda iterable: tqdm(iterable, desc=description, file=sys.stderr, leave=False)
+
+
+def _record(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The settings actually used, for the output files."""
+    return {"model": settings["model"], "adapter": args.adapter, "quantization": settings["quantization"], "dtype": settings["dtype"],
+            "double_quant": settings["double_quant"], "quant_storage": settings["quant_storage"]}
+
+
+def _output(path: str) -> Path:
+    output = Path(path)
+    if output.is_dir():
+        raise TLIError(f"--output {output} is a directory; give a file name")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return output
 
 
 def scan(argv: list[str]) -> None:
@@ -55,29 +128,34 @@ def scan(argv: list[str]) -> None:
     parser.add_argument("--control", help="a second pair set (e.g. held-out control pairs), reported beside the first")
     parser.add_argument("--source-column", default="sw", help="TSV column / JSON key of the source word (default: sw)")
     parser.add_argument("--target-column", default="en", help="TSV column / JSON key of the target word (default: en)")
-    parser.add_argument("--limit", type=int, help="measure only the first N pairs of each set")
-    parser.add_argument("--template", default="{word}", help="text around each word; only the word's tokens are averaged (default: '{word}')")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled-pair baseline (default: 0)")
+    parser.add_argument("--limit", type=_positive, help="measure only the first N pairs of each set")
+    parser.add_argument("--template", help="text around each word; only the word's tokens are averaged "
+                        "(default: the adapter's training template, else '{word}')")
     parser.add_argument("--output", default="scan.json", help="JSON report to write; a PNG plot is written beside it (default: scan.json)")
     args = parser.parse_args(argv)
 
-    from tli_lightning.alignment import alignment_report, embed_all_layers, words_of
     from tli_lightning.lexicon import read_lexicon
-    from tli_lightning.plots import alignment_figure
 
+    settings = base_settings(args)
+    template = args.template or settings["template"] or "{word}"
     sets = {"pairs": read_lexicon(args.lexicon, args.source_column, args.target_column).pairs[: args.limit]}
     if args.control:
         sets["control"] = read_lexicon(args.control, args.source_column, args.target_column).pairs[: args.limit]
-    model, tokenizer = _load(args)
-    words = words_of(sets)
-    vectors = embed_all_layers(model, tokenizer, words, template=args.template, batch_size=args.batch_size, progress=_progress(args, "scan"))
-    report = alignment_report(vectors, words, sets, args.seed)
-    report.update(model=args.model, adapter=args.adapter, quantization=args.quantization, dtype=args.dtype)
+    for name, pairs in sets.items():
+        if len(pairs) < 2:
+            raise TLIError(f"--{'lexicon' if name == 'pairs' else 'control'}: need at least 2 pairs, got {len(pairs)}")
+    output = _output(args.output)
+    model, tokenizer = _load(args, settings)
 
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    from tli_lightning.alignment import alignment_report, embed_all_layers, words_of
+    from tli_lightning.plots import alignment_figure
+
+    words = words_of(sets)
+    vectors = embed_all_layers(model, tokenizer, words, template=template, batch_size=args.batch_size, progress=_progress(args, "scan"))
+    report = alignment_report(zip(vectors["plain"], vectors["with_bos"]), words, sets)
+    report.update(_record(settings, args), template=template)
     output.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    figure = alignment_figure(report, title=f"{args.model}" + (f" + {args.adapter}" if args.adapter else ""))
+    figure = alignment_figure(report, title=f"{settings['model']}" + (f" + {args.adapter}" if args.adapter else ""))
     figure.savefig(output.with_suffix(".png"), dpi=110)
 
     columns = ("cos", "cos_bos", "cos_random", "gap", "cos_centered", "p_at_1_s2t", "mrr_s2t")
@@ -99,28 +177,38 @@ def zeroshot(argv: list[str]) -> None:
         ),
     )
     _model_options(parser)
-    parser.add_argument("--data", required=True, help="local JSONL/TSV (premise, hypothesis, label), or the hub id facebook/xnli")
+    parser.add_argument("--data", required=True, help="local JSONL/TSV (premise, hypothesis, label), a pattern with {lang}, "
+                        "or the hub id facebook/xnli")
     parser.add_argument("--language", required=True, help="XNLI language code for the verbalizers (and the hub config), e.g. sw")
     parser.add_argument("--split", default="validation", help="hub split (default: validation, what lm-eval scores)")
-    parser.add_argument("--limit", type=int, help="score only the first N examples (as lm-eval's --limit)")
+    parser.add_argument("--limit", type=_positive, help="score only the first N examples (as lm-eval's --limit)")
     parser.add_argument("--output", default="preds.jsonl", help="per-example JSONL in input order (default: preds.jsonl)")
     args = parser.parse_args(argv)
 
-    from tli_lightning.xnli import load_xnli
-    from tli_lightning.zeroshot import accuracy_and_f1, score_xnli
+    from tli_lightning.xnli import candidate_templates, load_xnli
 
+    settings = base_settings(args)
+    templates = candidate_templates(args.language)
     examples = load_xnli(args.data, args.language, args.split)[: args.limit]
-    model, tokenizer = _load(args)
-    loglik = score_xnli(model, tokenizer, examples, args.language, batch_size=args.batch_size, progress=_progress(args, f"xnli {args.language}"))
-    predictions = loglik.argmax(dim=1)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = _output(args.output)
+    model, tokenizer = _load(args, settings)
+
+    from tli_lightning.zeroshot import classification_scores, score_xnli
+
+    loglik = score_xnli(model, tokenizer, examples, templates=templates, batch_size=args.batch_size,
+                        progress=_progress(args, f"xnli {args.language}"))
+    predictions = loglik.argmax(dim=1).tolist()
     with output.open("w", encoding="utf-8") as handle:
-        for index, (example, row, prediction) in enumerate(zip(examples, loglik.tolist(), predictions.tolist())):
+        for index, (example, row, prediction) in enumerate(zip(examples, loglik.tolist(), predictions)):
             handle.write(json.dumps({"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction}) + "\n")
-    accuracy, macro_f1 = accuracy_and_f1(predictions, [e.label for e in examples])
-    print(json.dumps({"language": args.language, "n": len(examples), "accuracy": accuracy, "macro_f1": macro_f1}))
+    scores = classification_scores(predictions, [e.label for e in examples])
+    print(json.dumps({"language": args.language, **scores, "settings": _record(settings, args)}))
 
 
 def run_command(name: str, argv: list[str]) -> None:
+    if name == "compare":
+        from tli_lightning.compare import compare
+
+        compare(argv)
+        return
     {"scan": scan, "zeroshot": zeroshot}[name](argv)

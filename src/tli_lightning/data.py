@@ -11,6 +11,8 @@ Example, in any Lightning project::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 
@@ -20,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import LeakagePolicy, Pair, read_lexicon, resolve_leakage, split_control
-from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader
+from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader, batches_per_epoch
 from tli_lightning.tiny_model import demo_data_path
 from tli_lightning.xnli import XNLIExample, load_xnli, stratified_indices
 
@@ -73,7 +75,10 @@ class TLIDataModule(L.LightningDataModule):
             control_fraction: Share of pairs held out as control when ``control_path`` is null.
             leakage: What to do with trained pairs sharing a word (either side) with the control
                 set: ``error`` (refuse) or ``drop`` (remove them from the trained set).
-            batch_size: Pairs per contrastive batch; no batch holds two pairs sharing a word.
+            batch_size: Pairs per contrastive batch (per process); no batch holds two pairs sharing a word.
+                Each epoch has ``pairs // batch_size`` batches, cut to a multiple of the number of
+                processes and dealt to them in turn; the pairs left over (a few, different each epoch)
+                wait for the next epoch. Validation and test batches are fixed across epochs.
             xnli_languages: XNLI languages to evaluate zero-shot (lm-eval's 15 are known).
             xnli_source: ``facebook/xnli`` (hub, through ``datasets``), a local path pattern with
                 ``{lang}`` (JSONL or TSV with premise/hypothesis/label), or ``demo`` (bundled 60
@@ -81,12 +86,17 @@ class TLIDataModule(L.LightningDataModule):
             xnli_split: Hub split to evaluate; lm-eval scores ``validation``.
             xnli_limit: Evaluate a seeded, label-stratified subsample of this many examples
                 (the same rows in every language); null = all.
-            seed: Seed of the control split, the batch order and the XNLI subsample.
+            seed: Seed of the control split and the XNLI subsample: what is measured. Keep it fixed
+                across replicate runs; the batch order follows ``seed_everything``.
         """
         super().__init__()
         self.save_hyperparameters()
         if batch_size < 2:
             raise TLIError(f"batch_size must be at least 2 (in-batch negatives), got {batch_size}")
+        if xnli_limit is not None and xnli_limit < 1:
+            raise TLIError(f"xnli_limit must be at least 1 (or null for every example), got {xnli_limit}")
+        if not xnli_languages:
+            raise TLIError("xnli_languages must name at least one language, e.g. [sw, en]")
         if control_path == DEMO and lexicon_path != DEMO:
             raise TLIError(
                 "control_path 'demo' is the bundled control set of the bundled lexicon; with your own "
@@ -136,24 +146,47 @@ class TLIDataModule(L.LightningDataModule):
         loop = self.trainer.fit_loop.epoch_loop
         return 0 if loop.batch_progress.is_last_batch else loop.batch_progress.current.processed
 
-    def _pair_loader(self, pairs: Sequence[Pair], resumable: bool = False) -> DataLoader:
+    def _pair_loader(self, pairs: Sequence[Pair], shuffle: bool) -> DataLoader:
         dataset = PairDataset(pairs)
-        # A one-replica DistributedSampler carries the epoch (Lightning calls its set_epoch);
-        # under DDP Lightning swaps in a sharding one and keeps the batch sampler's arguments.
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        if shuffle and batches_per_epoch(len(pairs), self.hparams.batch_size, world) < 1:
+            raise TLIError(
+                f"{len(pairs)} trained pairs make no batch of {self.hparams.batch_size} for each of {world} processes; "
+                "lower --data.batch_size or use fewer processes"
+            )
+        # A one-replica DistributedSampler carries the epoch (Lightning calls its set_epoch). Under DDP
+        # Lightning substitutes a sharding one; either way only its epoch is used: the batch sampler
+        # deals one global plan itself.
         epoch_carrier = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
-        batches = ConflictFreeBatchSampler(epoch_carrier, self.hparams.batch_size, pairs=dataset.pairs, seed=self.hparams.seed)
+        # Training order follows the global seed (replicate runs differ); what is measured follows data.seed.
+        seed = torch.initial_seed() % 2**31 if shuffle else self.hparams.seed
+        batches = ConflictFreeBatchSampler(
+            epoch_carrier, self.hparams.batch_size, pairs=dataset.pairs, seed=seed, shuffle=shuffle, num_replicas=world, rank=rank
+        )
         # A private generator: creating an iterator then draws from it, not from torch's global
         # RNG, so evaluation and resuming do not shift the LoRA-dropout random stream.
         kwargs = dict(batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.hparams.seed))
-        if resumable and self.trainer is not None:
+        if shuffle and self.trainer is not None:
             return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
         return DataLoader(dataset, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return self._pair_loader(self.train_pairs, resumable=True)
+        return self._pair_loader(self.train_pairs, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._pair_loader(self.control_pairs)
+        return self._pair_loader(self.control_pairs, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._pair_loader(self.control_pairs)
+        return self._pair_loader(self.control_pairs, shuffle=False)
+
+    def fingerprint(self) -> dict[str, str]:
+        """Hashes of what is measured (trained pairs, control pairs, XNLI rows per language): runs whose
+        fingerprints differ are not comparable."""
+        def digest(value) -> str:
+            return hashlib.sha256(json.dumps(value, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+        return {
+            "trained_pairs": digest(sorted(self.train_pairs)),
+            "control_pairs": digest(sorted(self.control_pairs)),
+            **{f"xnli_{lang}": digest([[e.premise, e.hypothesis, e.label] for e in rows]) for lang, rows in self.xnli.items()},
+        }

@@ -7,19 +7,24 @@ hyphenated; whitespace is normalised, case is kept.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from tli_lightning.errors import TLIError
+from tli_lightning.textfiles import read_text
 
 Pair = tuple[str, str]
 LeakagePolicy = Literal["error", "drop"]
 # The key names of the TLI paper's JSON lexicons, used when the configured columns are absent.
 _PAPER_KEYS = ("swahili", "english")
+# Longest accepted entry (characters): lexicon entries are words or short phrases, and every
+# entry is tokenized and run through the model in a padded batch.
+MAX_ENTRY_CHARS = 100
 
 
 @dataclass
@@ -33,8 +38,8 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-def _rows_from_tsv(path: Path, source_column: str, target_column: str):
-    with path.open(encoding="utf-8", newline="") as handle:
+def _rows_from_tsv(path: Path, source_column: str, target_column: str) -> Iterator[tuple[int, object, object]]:
+    with io.StringIO(read_text(path, "lexicon file"), newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None:
@@ -56,9 +61,9 @@ def _rows_from_tsv(path: Path, source_column: str, target_column: str):
             yield line, row[s], row[t]
 
 
-def _rows_from_json(path: Path, source_column: str, target_column: str):
+def _rows_from_json(path: Path, source_column: str, target_column: str) -> Iterator[tuple[int, object, object]]:
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(read_text(path, "lexicon file"))
     except json.JSONDecodeError as error:
         raise TLIError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
     if not isinstance(entries, list):
@@ -70,22 +75,24 @@ def _rows_from_json(path: Path, source_column: str, target_column: str):
                 f"{path}: entry {number} is {entry!r}; expected an object with keys "
                 f"'{source_column}'/'{target_column}' or 'swahili'/'english'"
             )
-        yield number, str(entry[keys[0]]), str(entry[keys[1]])
+        yield number, entry[keys[0]], entry[keys[1]]
 
 
 def read_lexicon(path: str | Path, source_column: str = "sw", target_column: str = "en") -> Lexicon:
     """Read a TSV lexicon (header naming the two columns) or a JSON list of pairs."""
     path = Path(path)
-    if not path.is_file():
-        raise TLIError(f"lexicon file not found: {path}")
     rows = _rows_from_json if path.suffix == ".json" else _rows_from_tsv
     pairs: list[Pair] = []
     seen: set[Pair] = set()
     duplicates = 0
     for where, source, target in rows(path, source_column, target_column):
+        where = f"{path}:{where}" if rows is _rows_from_tsv else f"{path}: entry {where}"
+        for value in (source, target):
+            if not isinstance(value, str) or not value.strip():
+                raise TLIError(f"{where}: entries must be non-empty strings, got {value!r} in {(source, target)!r}")
+            if len(value) > MAX_ENTRY_CHARS:
+                raise TLIError(f"{where}: entry of {len(value)} characters (at most {MAX_ENTRY_CHARS}): {value[:40]!r}...")
         pair = (_clean(source), _clean(target))
-        if not all(pair):
-            raise TLIError(f"{path}:{where}: empty entry in {(source, target)!r}")
         if pair in seen:
             duplicates += 1
             continue

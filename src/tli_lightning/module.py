@@ -21,9 +21,16 @@ from tli_lightning.losses import ContrastiveOutput, info_nce, triplet_hardest_ne
 from tli_lightning.representations import decoder_of, hidden_state_at, masked_mean, num_blocks, tokenize_words
 
 log = logging.getLogger(__name__)
-# Precisions that leave 4-bit weights alone: "16-true" casts the module (corrupting a float
-# quant_storage, raising otherwise); fp16 autocast is untested with bitsandbytes here.
-_PRECISIONS_FOR_4BIT = ("32-true", "32", "bf16-true", "bf16-mixed")
+# Precisions that leave the module's tensors alone. The "-true" half precisions cast every
+# floating parameter and buffer (Lightning's HalfPrecision.convert_module): LoRA weights and their
+# optimizer state, the rotary inv_freq buffer (XNLI log-likelihoods drift by up to 0.02 nats),
+# and a float quant_storage's packed 4-bit weights.
+PRECISIONS = ("32-true", "32", "bf16-mixed")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise TLIError(message)
 
 
 class TLIModule(L.LightningModule):
@@ -61,14 +68,17 @@ class TLIModule(L.LightningModule):
             model_name_or_path: Hub id or local directory of a Llama/Mistral/Qwen2-style causal
                 LM; ``tiny`` builds the embedded 4-block demo model offline.
             quantization: Load weights in 4-bit with bitsandbytes (``nf4``, ``fp4``) or not (``none``).
-            compute_dtype: 4-bit compute dtype, and the weight dtype when not quantized.
+            compute_dtype: 4-bit compute dtype, and the dtype of every weight that is not 4-bit (so the
+                trainable weights of ``full``; LoRA weights stay float32).
             double_quant: bitsandbytes double quantization of the 4-bit scales.
-            quant_storage: Storage dtype of packed 4-bit weights (a float type is needed by FSDP).
+            quant_storage: Storage dtype of packed 4-bit weights.
             trust_remote_code: Allow model code from the hub (off by default).
             adaptation: ``lora`` (PEFT LoRA on ``adapt_layers``) or ``full`` (full-rank training of
                 every parameter of ``adapt_layers``; needs ``quantization: none``).
             adapt_layers: Block indices to adapt; null = every block below ``target_layer``;
-                ``all`` = the whole model (``full`` only, with ``target_layer: -1``).
+                ``all`` (``full`` only) = every parameter the loss reaches: the input embeddings, every
+                block below ``target_layer``, and the final norm when ``target_layer`` is -1. Nothing
+                the loss cannot reach (the LM head, blocks above the target) is ever trainable.
             target_layer: The ``hidden_states`` index the loss reads (the TLI paper: 2). The
                 training forward stops there: no higher block and no LM head runs.
             lora_r: LoRA rank.
@@ -91,35 +101,76 @@ class TLIModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if adaptation == "full" and quantization != "none":
-            raise TLIError(
-                "adaptation 'full' trains the weights themselves, which 4-bit weights cannot be; "
-                "set --model.quantization none (with --model.compute_dtype bfloat16 to save memory), "
-                "or use --model.adaptation lora"
-            )
-        if adapt_layers == "all" and adaptation != "full":
-            raise TLIError("adapt_layers 'all' is for adaptation 'full'; for LoRA list the blocks to adapt")
+        _require(
+            adaptation != "full" or quantization == "none",
+            "adaptation 'full' trains the weights themselves, which 4-bit weights cannot be; set "
+            "--model.quantization none (with --model.compute_dtype bfloat16 to save memory), or use --model.adaptation lora",
+        )
+        _require(adapt_layers != "all" or adaptation == "full", "adapt_layers 'all' is for adaptation 'full'; for LoRA list the blocks to adapt")
+        _require(lora_r >= 1, f"lora_r must be at least 1, got {lora_r}")
+        _require(lora_alpha > 0, f"lora_alpha must be positive, got {lora_alpha}")
+        _require(0 <= lora_dropout < 1, f"lora_dropout must be in [0, 1), got {lora_dropout}")
+        _require(bool(lora_target_modules), "lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        _require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}")
+        _require(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
+        _require(warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
+        _require(margin > 0, f"margin must be positive, got {margin}")
+        _require(temperature > 0, f"temperature must be positive, got {temperature}")
         self.loss_name = loss
         self.model: torch.nn.Module | None = None
         self.tokenizer = None
         self.target_layer: int | None = None  # resolved against the model in configure_model
+        self.trainable_parameters = 0
         # Checkpoints hold only the trainable tensors (see state_dict), so loading is partial.
         self.strict_loading = False
 
     # ---- model ----------------------------------------------------------------------------
 
-    def _check_precision(self) -> None:
-        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        if self.hparams.quantization != "none" and precision not in _PRECISIONS_FOR_4BIT:
-            raise TLIError(
-                f"precision {precision!r} does not work with 4-bit weights; use --trainer.precision "
-                "bf16-true, bf16-mixed or 32-true"
+    def settings(self) -> dict[str, Any]:
+        """What an adapter needs to be evaluated on the base it was trained on (saved beside every adapter)."""
+        hp = self.hparams
+        keys = ("model_name_or_path", "quantization", "compute_dtype", "double_quant", "quant_storage",
+                "adaptation", "include_special_tokens", "word_template")
+        return {**{k: hp[k] for k in keys}, "target_layer": self.target_layer}
+
+    def _check_trainer(self) -> None:
+        """Precisions and strategies that cannot work are refused before the model loads."""
+        if self._trainer is None:
+            return
+        precision = str(self.trainer.precision)
+        _require(
+            precision in PRECISIONS,
+            f"precision {precision!r} is not supported: '-true' half precisions cast every parameter and buffer "
+            "(LoRA weights and their optimizer state, the rotary inv_freq buffer, packed 4-bit weights). Use "
+            "--trainer.precision bf16-mixed (autocast), or 32-true with --model.compute_dtype bfloat16 to hold the "
+            "frozen and full-rank weights in bfloat16",
+        )
+        from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
+
+        strategy = self.trainer.strategy
+        name = type(strategy).__name__
+        _require(
+            isinstance(strategy, (SingleDeviceStrategy, DDPStrategy, ModelParallelStrategy)),
+            f"strategy {name} is not supported; use ddp (LoRA, or full fine-tuning that fits one device) or "
+            "ModelParallelStrategy (FSDP2, full fine-tuning with sharded weights)",
+        )
+        if isinstance(strategy, ModelParallelStrategy):
+            _require(
+                self.hparams.quantization == "none",
+                "4-bit weights with FSDP are not supported (bitsandbytes' packed weights cannot be sharded as "
+                "DTensors here); train LoRA with --trainer.strategy ddp (each process holds its own 4-bit copy), "
+                "or use --model.quantization none with FSDP",
+            )
+            _require(
+                not strategy._save_distributed_checkpoint,
+                "ModelParallelStrategy saves sharded checkpoint folders by default, which runs cannot resume from; "
+                "set --trainer.strategy.save_distributed_checkpoint false",
             )
 
     def configure_model(self) -> None:
         if self.model is not None:  # Lightning may call this more than once
             return
-        self._check_precision()
+        self._check_trainer()
         hp = self.hparams
         device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
         model, self.tokenizer = load_causal_lm(
@@ -133,7 +184,7 @@ class TLIModule(L.LightningModule):
         )
         blocks_total = num_blocks(model)
         self.target_layer = resolve_layer(hp.target_layer, blocks_total)
-        blocks = resolve_blocks(hp.adapt_layers, self.target_layer, blocks_total)
+        blocks = resolve_blocks(None if hp.adapt_layers == "all" else hp.adapt_layers, self.target_layer, blocks_total)
         useless = [b for b in blocks if b >= self.target_layer]
         if useless or not blocks:
             raise TLIError(
@@ -144,14 +195,16 @@ class TLIModule(L.LightningModule):
         model = self._adapt(model, blocks)
         if hp.gradient_checkpointing:
             # Reentrant checkpointing fails under DDP with LoRA parameters.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if self.device_mesh is not None:
+            self._shard(model)
         # from_pretrained returns eval mode; training needs LoRA dropout on (Lightning keeps modes as found).
         self.model = model.train()
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, trainable)
+        self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, self.trainable_parameters)
 
     def _adapt(self, model: torch.nn.Module, blocks: list[int]) -> torch.nn.Module:
-        """LoRA on ``blocks`` (PEFT), or full-rank training of every parameter of ``blocks``."""
+        """LoRA on ``blocks`` (PEFT), or full-rank training of ``blocks`` (plus what ``all`` adds)."""
         hp = self.hparams
         if hp.adaptation == "lora":
             config = LoraConfig(
@@ -164,12 +217,39 @@ class TLIModule(L.LightningModule):
                 bias="none",
             )
             return get_peft_model(model, config)
-        model.requires_grad_(hp.adapt_layers == "all")
-        if hp.adapt_layers != "all":
-            layers = decoder_of(model).layers
-            for b in blocks:
-                layers[b].requires_grad_(True)
+        model.requires_grad_(False)
+        decoder = decoder_of(model)
+        for b in blocks:
+            decoder.layers[b].requires_grad_(True)
+        if hp.adapt_layers == "all":
+            # Everything else the loss reaches. (A tied LM head shares the embedding weight, so it trains with it.)
+            decoder.get_input_embeddings().requires_grad_(True)
+            if self.target_layer == len(decoder.layers):
+                decoder.norm.requires_grad_(True)
         return model
+
+    def _shard(self, model: torch.nn.Module) -> None:
+        """FSDP2: each block its own shard group; the decoder and the LM head are the roots forwards enter through.
+
+        The training step, the callbacks and XNLI scoring call the decoder (and the head) directly, not the
+        whole causal LM, so those two, not the LM wrapper, are the FSDP roots.
+        """
+        from torch.distributed.fsdp import fully_shard
+
+        decoder, head = decoder_of(model), model.get_output_embeddings()
+        _require(
+            head.weight is not decoder.get_input_embeddings().weight,
+            "FSDP with tied input and output embeddings is not supported; use --trainer.strategy ddp",
+        )
+        mesh = self.device_mesh["data_parallel"]
+        for block in decoder.layers:
+            fully_shard(block, mesh=mesh)
+        fully_shard(decoder, mesh=mesh)
+        fully_shard(head, mesh=mesh)
+        # FSDP2 takes the first module to run forward as the root of what it reaches: run the whole
+        # decoder once now, so a truncated training forward never becomes the root of a part of it.
+        with torch.no_grad():
+            decoder(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.trainer.strategy.root_device), use_cache=False)
 
     # ---- the learning signal ---------------------------------------------------------------
 
@@ -189,7 +269,6 @@ class TLIModule(L.LightningModule):
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> torch.Tensor:
         out = self.contrastive(batch)
         self._log_contrastive("train", out, len(batch["source"]))
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
         return out.loss
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
@@ -199,13 +278,16 @@ class TLIModule(L.LightningModule):
         self._log_contrastive("test", self.contrastive(batch), len(batch["source"]))
 
     def _log_contrastive(self, stage: str, out: ContrastiveOutput, batch_size: int) -> None:
-        on_step = stage == "train"
         metrics = {
-            f"{stage}/loss": out.loss,
-            f"{stage}/pos_sim": out.positive.mean(),
-            f"{stage}/hardest_neg_sim": out.hardest_negative.mean(),
+            f"{stage}/loss": out.loss.detach(),
+            f"{stage}/pos_sim": out.positive.detach().mean(),
+            f"{stage}/hardest_neg_sim": out.hardest_negative.detach().mean(),
         }
-        self.log_dict(metrics, on_step=on_step, on_epoch=not on_step, prog_bar=True, batch_size=batch_size, sync_dist=not on_step)
+        # Averaged over processes; per epoch, over every batch of every process too.
+        on_step = stage == "train"
+        self.log_dict(metrics, on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=True)
+        if on_step:
+            self.log("loss", metrics["train/loss"], prog_bar=True, logger=False, batch_size=batch_size)
 
     # ---- optimisation ------------------------------------------------------------------------
 
@@ -244,24 +326,7 @@ class TLIModule(L.LightningModule):
                 state[prefix + name] = param if keep_vars else param.detach()
         return state
 
-    def on_train_start(self) -> None:
-        # Restored here, not on load: the sanity check between loading and training draws
-        # from the RNG too, which the uninterrupted run did not do at this point.
-        rng = getattr(self, "_rng_to_restore", None)
-        if rng is not None:
-            torch.set_rng_state(rng["cpu"])
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
-            self._rng_to_restore = None
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # LoRA dropout draws from torch's RNG: saving it makes `--ckpt_path last` continue exactly.
-        checkpoint["tli_rng"] = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            checkpoint["tli_rng"]["cuda"] = torch.cuda.get_rng_state_all()
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_to_restore = checkpoint.get("tli_rng")
         # strict_loading is off (frozen weights are absent by design), so check what must be there.
         expected = {n for n, p in self.named_parameters() if p.requires_grad}
         missing = sorted(expected - set(checkpoint.get("state_dict", {})))
@@ -269,6 +334,5 @@ class TLIModule(L.LightningModule):
             raise TLIError(
                 f"checkpoint {self._trainer.ckpt_path if self._trainer else ''} lacks {len(missing)} trainable "
                 f"tensors of this model (e.g. {missing[:2]}): it was saved with other adaptation settings. "
-                "Resume with the settings it was saved with, or start fresh: point ModelCheckpoint/"
-                "OnExceptionCheckpoint at another dirpath (Lightning resumes from on_exception.ckpt by itself)"
+                "Resume with the settings it was saved with (the run's config.yaml), or start a new run without --ckpt_path"
             )

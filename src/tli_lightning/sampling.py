@@ -1,4 +1,9 @@
-"""Contrastive batches in which no two pairs share a word (a shared word would be a false negative)."""
+"""Contrastive batches in which no two pairs share a word (a shared word would be a false negative).
+
+One plan per epoch covers the whole pair set and is dealt to the processes, so every process
+runs the same number of optimizer steps (DDP's gradient all-reduce needs that) with the same
+learning-rate schedule, and hard negatives are drawn from the whole set, not from a fixed shard.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,9 @@ def plan_batches(pairs: Sequence[Pair], indices: Sequence[int], batch_size: int)
     """Greedily pack ``indices`` (in order) into batches with no repeated source or target word.
 
     Each index goes to the oldest open batch it does not conflict with; a batch is closed when
-    full. Leftover open batches are kept if they hold at least two pairs (one pair has no
-    negative); a pair that conflicts with everything opens a new batch, so no pair is lost
-    unless it ends up alone.
+    full. Leftover open batches are kept (at the end) if they hold at least two pairs (one pair has
+    no negative); a pair that conflicts with everything opens a new batch, so no pair is lost unless
+    it ends up alone.
     """
     done: list[list[int]] = []
     open_batches: list[tuple[list[int], set[str], set[str]]] = []
@@ -39,12 +44,30 @@ def plan_batches(pairs: Sequence[Pair], indices: Sequence[int], batch_size: int)
     return done
 
 
-class ConflictFreeBatchSampler(BatchSampler):
-    """Batches of up to ``batch_size`` pairs, reshuffled each epoch, deterministic given ``seed``.
+def batches_per_epoch(num_pairs: int, batch_size: int, num_replicas: int) -> int:
+    """Training batches per process and epoch: the same every epoch, whatever the shuffle.
 
-    ``sampler`` decides which indices this process sees (all of them on one device; under DDP
-    Lightning substitutes a sharding sampler, keeping the other arguments). Its ``epoch``
-    attribute, set by Lightning through ``set_epoch``, seeds each epoch's shuffle.
+    ``num_pairs // batch_size`` batches in all, cut down to a multiple of the number of processes.
+    The greedy plan always has at least that many; what it has beyond them (its last, partly
+    filled batches: a few pairs, different ones each epoch) waits for the next epoch.
+    """
+    return num_pairs // batch_size // num_replicas
+
+
+class ConflictFreeBatchSampler(BatchSampler):
+    """Conflict-free batches from one global plan per epoch, dealt round-robin to the processes.
+
+    Args:
+        sampler: Carries the epoch (Lightning calls its ``set_epoch``); its order is not used. Under
+            DDP Lightning may substitute a sharding sampler; the plan stays global either way.
+        batch_size: Pairs per batch.
+        drop_last: Keep only full batches.
+        pairs: The ``(source, target)`` pairs the indices refer to.
+        seed: Seed of the shuffle (reshuffled each epoch with ``seed`` and the epoch).
+        shuffle: Reshuffle each epoch and use :func:`batches_per_epoch` batches (training); or one
+            fixed plan, every batch of it (validation, test).
+        num_replicas: Number of processes sharing the plan.
+        rank: This process's index.
     """
 
     def __init__(
@@ -55,26 +78,36 @@ class ConflictFreeBatchSampler(BatchSampler):
         *,
         pairs: Sequence[Pair],
         seed: int = 0,
+        shuffle: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         super().__init__(sampler, batch_size, drop_last)
         self.pairs = pairs
         self.seed = seed
+        self.shuffle = shuffle
+        self.num_replicas = num_replicas
+        self.rank = rank
         self._resume_at: tuple[int, int] | None = None  # (epoch, batches already trained)
-        self._cache: tuple[Any, list[list[int]]] | None = None
+        self._cache: tuple[int, list[list[int]]] | None = None
 
     @property
     def epoch(self) -> int:
-        return int(getattr(self.sampler, "epoch", 0))
+        return int(getattr(self.sampler, "epoch", 0)) if self.shuffle else 0
 
-    def batches(self) -> list[list[int]]:
-        """This epoch's whole plan (cached per epoch)."""
+    def global_plan(self) -> list[list[int]]:
+        """This epoch's batches for every process, in dealing order (cached per epoch)."""
         if self._cache is None or self._cache[0] != self.epoch:
-            order = list(self.sampler)
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+            order = list(range(len(self.pairs)))
+            if self.shuffle:
+                random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
             plan = plan_batches(self.pairs, order, self.batch_size)
             if self.drop_last:
                 plan = [b for b in plan if len(b) == self.batch_size]
-            self._cache = (self.epoch, plan)
+            per_process = batches_per_epoch(len(self.pairs), self.batch_size, self.num_replicas) if self.shuffle else None
+            if per_process is None or per_process > len(plan) // self.num_replicas:
+                per_process = len(plan) // self.num_replicas  # every process the same count
+            self._cache = (self.epoch, plan[: per_process * self.num_replicas])
         return self._cache[1]
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
@@ -86,19 +119,19 @@ class ConflictFreeBatchSampler(BatchSampler):
         if self._resume_at is not None and self._resume_at[0] == self.epoch:
             skip = self._resume_at[1]
         self._resume_at = None
-        yield from self.batches()[skip:]
+        yield from self.global_plan()[self.rank :: self.num_replicas][skip:]
 
     def __len__(self) -> int:
-        return len(self.batches())  # the whole epoch, also when resuming inside it
+        return len(self.global_plan()) // self.num_replicas  # the whole epoch, also when resuming inside it
 
 
 class ResumableDataLoader(DataLoader):
     """A DataLoader over a :class:`ConflictFreeBatchSampler` that Lightning checkpoints.
 
     Lightning stores ``state_dict()`` in every checkpoint and hands it back on resume, so a run
-    restarted from a mid-epoch checkpoint (e.g. ``on_exception.ckpt``) continues with the next
-    batch it had not trained on, instead of replaying the epoch from its start.
-    ``batches_done`` reports how many batches of the current epoch have been trained.
+    restarted from a mid-epoch checkpoint continues with the next batch it had not trained on,
+    instead of replaying the epoch from its start. ``batches_done`` reports how many batches of the
+    current epoch this process has trained.
     """
 
     def __init__(self, *args: Any, batches_done: Callable[[], int] | None = None, **kwargs: Any) -> None:

@@ -80,8 +80,14 @@ def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
         pad_token_id=tokenizer.pad_token_id,
         **_ARCH,
     )
+    from transformers.utils import logging as hf_logging
+
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    hf_logging.disable_progress_bar()  # a 2 MB model needs no "Writing model shards" bar
+    try:
+        LlamaForCausalLM(config).save_pretrained(directory)
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def build_tiny_model(directory: str | os.PathLike | None = None) -> Path:

@@ -8,12 +8,14 @@ The harness's ``xnli_<lang>`` task turns each example into three candidate strin
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from tli_lightning.errors import TLIError
+from tli_lightning.textfiles import read_text
 
 HUB_ID = "facebook/xnli"
 LABELS = ("entailment", "neutral", "contradiction")
@@ -58,37 +60,39 @@ def candidates(example: XNLIExample, templates: tuple[str, str, str]) -> list[st
     return [t.format(premise=example.premise, hypothesis=example.hypothesis) for t in templates]
 
 
-def _example(record: dict, where: str) -> XNLIExample:
-    try:
-        label = int(record["label"])
-        example = XNLIExample(str(record["premise"]), str(record["hypothesis"]), label)
-    except (KeyError, TypeError, ValueError) as error:
-        raise TLIError(f"{where}: expected fields premise, hypothesis and label (0/1/2), got {record!r}") from error
-    if label not in (0, 1, 2):
+def _example(record: object, where: str) -> XNLIExample:
+    """One example, refusing rather than converting: ``null`` is not the text "None", nor ``1.7`` the label 1."""
+    if not isinstance(record, dict) or not all(k in record for k in ("premise", "hypothesis", "label")):
+        raise TLIError(f"{where}: expected fields premise, hypothesis and label (0/1/2), got {record!r}")
+    for field in ("premise", "hypothesis"):
+        if not isinstance(record[field], str) or not record[field].strip():
+            raise TLIError(f"{where}: {field} must be a non-empty string, got {record[field]!r}")
+    label = record["label"]
+    if isinstance(label, str) and label.strip() in ("0", "1", "2"):  # TSV cells are text
+        label = int(label)
+    if type(label) is not int or label not in (0, 1, 2):  # type(): True is an int to isinstance
         raise TLIError(f"{where}: label must be 0 (entailment), 1 (neutral) or 2 (contradiction), got {record['label']!r}")
-    return example
+    return XNLIExample(record["premise"], record["hypothesis"], label)
 
 
 def read_xnli_file(path: str | Path) -> list[XNLIExample]:
     """Local JSONL (one object per line) or TSV (header with premise, hypothesis, label)."""
     path = Path(path)
-    if not path.is_file():
-        raise TLIError(f"XNLI file not found: {path}")
+    text = read_text(path, "XNLI file")
     examples = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        if path.suffix in (".tsv", ".txt"):
-            reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-            for record in reader:
-                examples.append(_example(record, f"{path}:{reader.line_num}"))
-        else:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise TLIError(f"{path}:{number}: not valid JSON ({error.msg}): {line.strip()[:80]!r}") from error
-                examples.append(_example(record, f"{path}:{number}"))
+    if path.suffix in (".tsv", ".txt"):
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+        for record in reader:
+            examples.append(_example(record, f"{path}:{reader.line_num}"))
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise TLIError(f"{path}:{number}: not valid JSON ({error.msg}): {line.strip()[:80]!r}") from None
+            examples.append(_example(record, f"{path}:{number}"))
     if not examples:
         raise TLIError(f"{path}: no examples found")
     return examples
@@ -96,7 +100,7 @@ def read_xnli_file(path: str | Path) -> list[XNLIExample]:
 
 def load_xnli(source: str, language: str, split: str = "validation") -> list[XNLIExample]:
     """From a local path pattern containing ``{lang}``, a local file, or the hub id ``facebook/xnli``."""
-    if "{lang}" in source or Path(source).exists():
+    if "{lang}" in source or Path(source).exists() or source.endswith((".jsonl", ".json", ".tsv", ".txt")):
         return read_xnli_file(source.format(lang=language))
     from datasets import load_dataset
 

@@ -12,7 +12,7 @@ Example, with any causal LM::
 
     from tli_lightning.zeroshot import score_xnli, accuracy_and_f1
     loglik = score_xnli(model, tokenizer, examples, language="sw")   # [n, 3]
-    acc, f1 = accuracy_and_f1(loglik.argmax(1), [e.label for e in examples])
+    scores = classification_scores(loglik.argmax(1).tolist(), [e.label for e in examples])  # acc, macro_f1, ...
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from tli_lightning.representations import decoder_of
 from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
@@ -178,10 +177,22 @@ def score_xnli(
     return score_with_shared_prefix(model, tokenizer, groups, batch_size=batch_size, progress=progress)
 
 
-def accuracy_and_f1(predictions: Tensor, labels: Sequence[int]) -> tuple[float, float]:
-    """Micro accuracy (lm-eval's ``acc``) and macro F1 over the three labels."""
-    target = torch.as_tensor(list(labels))
-    predictions = predictions.to(target.device)
-    acc = multiclass_accuracy(predictions, target, num_classes=3, average="micro")
-    f1 = multiclass_f1_score(predictions, target, num_classes=3, average="macro")
-    return float(acc), float(f1)
+def classification_scores(predictions: Sequence[int], labels: Sequence[int], num_classes: int = 3) -> dict[str, float | int]:
+    """lm-eval's ``acc`` as the exact fraction ``correct / n``, and macro F1 over the classes.
+
+    Plain counting rather than torchmetrics: its float32 accuracy prints 0.35 as 0.3499999940395355,
+    and importing it costs the ``zeroshot`` command over a second. Macro F1 averages the classes that
+    occur among labels or predictions, as torchmetrics' ``multiclass_f1_score(average="macro")`` does
+    (the tests check the two agree).
+    """
+    if len(predictions) != len(labels) or not labels:
+        raise ValueError(f"need as many predictions as labels (at least one), got {len(predictions)} and {len(labels)}")
+    correct = sum(int(p == t) for p, t in zip(predictions, labels))
+    f1s = []
+    for c in range(num_classes):
+        tp = sum(1 for p, t in zip(predictions, labels) if p == c and t == c)
+        fp = sum(1 for p, t in zip(predictions, labels) if p == c and t != c)
+        fn = sum(1 for p, t in zip(predictions, labels) if p != c and t == c)
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    return {"acc": correct / len(labels), "correct": correct, "n": len(labels), "macro_f1": sum(f1s) / len(f1s)}

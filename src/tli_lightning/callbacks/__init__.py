@@ -1,4 +1,4 @@
-"""Reusable callbacks: per-layer alignment, zero-shot XNLI retention, adapter export.
+"""Reusable callbacks: per-layer alignment, zero-shot XNLI retention, adapter export, exact resume.
 
 Each works with any LightningModule that exposes a Hugging Face causal LM (plain or
 PEFT-wrapped) as ``.model`` and its tokenizer as ``.tokenizer``, or through the
@@ -7,6 +7,7 @@ PEFT-wrapped) as ``.model`` and its tokenizer as ``.tokenizer``, or through the
 
 from tli_lightning.callbacks.adapter_export import AdapterExport
 from tli_lightning.callbacks.alignment import LayerwiseAlignment
+from tli_lightning.callbacks.exact_resume import ExactResume
 from tli_lightning.callbacks.retention import ZeroShotRetention
 
-__all__ = ["AdapterExport", "LayerwiseAlignment", "ZeroShotRetention"]
+__all__ = ["AdapterExport", "ExactResume", "LayerwiseAlignment", "ZeroShotRetention"]

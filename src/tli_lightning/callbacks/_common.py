@@ -36,24 +36,34 @@ def _attribute(pl_module: L.LightningModule, name: str) -> Any:
     return value
 
 
-def sharded_map(trainer: L.Trainer, items: Sequence[Any], compute: Callable[[Sequence[Any]], Tensor]) -> Tensor:
-    """``compute(items)`` split across ranks and gathered in order: every item exactly once.
+def shard(trainer: L.Trainer, items: Sequence[Any]) -> Sequence[Any]:
+    """This rank's contiguous share of ``items`` (every item goes to exactly one rank)."""
+    per_rank = -(-len(items) // trainer.world_size)
+    return items[trainer.global_rank * per_rank : (trainer.global_rank + 1) * per_rank]
 
-    Each rank takes a contiguous shard; shards are padded to one length for the all-gather and
-    the padding is cut off afterwards (unlike DistributedSampler, nothing is counted twice).
+
+def gather_rows(trainer: L.Trainer, rows: Tensor, total: int) -> Tensor:
+    """Reassemble the ``[len(shard), ...]`` results of :func:`shard` into ``[total, ...]`` in item order.
+
+    Shards are padded to one length for the all-gather and the padding is cut off afterwards
+    (unlike DistributedSampler, nothing is counted twice). The result stays on the rank's device.
     """
-    world, rank = trainer.world_size, trainer.global_rank
+    world = trainer.world_size
     if world == 1:
-        return compute(items)
-    per_rank = -(-len(items) // world)
-    mine = items[rank * per_rank : (rank + 1) * per_rank]
-    # A rank with an empty shard still computes one row, for the shape and dtype of the gather.
-    result = compute(mine if mine else items[:1])
-    padded = result.new_zeros((per_rank, *result.shape[1:]))
-    if mine:
-        padded[: len(result)] = result
+        return rows
+    per_rank = -(-total // world)
+    padded = rows.new_zeros((per_rank, *rows.shape[1:]))
+    padded[: len(rows)] = rows
     gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device))  # [world, per_rank, ...]
-    return gathered.reshape(world * per_rank, *result.shape[1:])[: len(items)].cpu()
+    return gathered.reshape(world * per_rank, *rows.shape[1:])[:total]
+
+
+def sharded_map(trainer: L.Trainer, items: Sequence[Any], compute: Callable[[Sequence[Any]], Tensor]) -> Tensor:
+    """``compute(items)`` split across ranks and gathered in order (on CPU): every item exactly once."""
+    mine = shard(trainer, items)
+    # A rank with an empty shard still computes one row, for the shape and dtype of the gather.
+    result = compute(mine if mine else items[:1])[: len(mine)]
+    return gather_rows(trainer, result, len(items)).cpu()
 
 
 def log_dir(trainer: L.Trainer) -> Path:
@@ -75,13 +85,17 @@ def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> Non
             logger.log_metrics(metrics, step=step)
 
 
-def log_figure(trainer: L.Trainer, tag: str, figure: Any, step: int) -> None:
+def save_figure(trainer: L.Trainer, directory: Path, tag: str, figure: Any, step: int) -> None:
+    """To TensorBoard, and as a PNG under ``<log_dir>/figures/`` (rank 0)."""
     if not trainer.is_global_zero:
         return
     for logger in trainer.loggers:
         add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
         if add_figure is not None:
             add_figure(tag, figure, global_step=step, close=False)
+    path = directory / "figures" / f"{tag.replace('/', '_')}_step{step:06d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
 
 
 def progress_bar(trainer: L.Trainer, description: str, enabled: bool) -> Callable | None:
@@ -94,14 +108,34 @@ def progress_bar(trainer: L.Trainer, description: str, enabled: bool) -> Callabl
 
 @contextmanager
 def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the block, then every submodule's own mode back as it was."""
+    """Eval mode (no dropout) for the block, then every submodule's own mode back as it was.
+
+    Under FSDP2 the parameters are gathered once for the block: each rank then evaluates its own
+    share of the examples with no collective inside the forward passes (ranks may run different
+    numbers of batches).
+    """
     modes = {module: module.training for module in model.modules()}
+    sharded = _fsdp_modules(model)
     model.eval()
+    for module in sharded:
+        module.unshard()
+        module.set_reshard_after_forward(False)
     try:
         yield
     finally:
+        for module in sharded:
+            module.set_reshard_after_forward(True)
+            module.reshard()
         for module, mode in modes.items():
             module.training = mode
+
+
+def _fsdp_modules(model: torch.nn.Module) -> list[Any]:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch built without distributed support
+        return []
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
 class EpochMeasurement(Callback):
@@ -115,12 +149,24 @@ class EpochMeasurement(Callback):
     def has_baseline(self) -> bool:
         raise NotImplementedError
 
+    def last_step(self) -> int | None:
+        """The global step of the latest evaluation (None before the baseline)."""
+        raise NotImplementedError
+
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        raise NotImplementedError
+
+    def publish(self, trainer: L.Trainer) -> None:
+        """Log the latest evaluation's scalars and figure."""
         raise NotImplementedError
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.has_baseline():
             self.evaluate(trainer, pl_module, "baseline")
+        elif self.last_step() == trainer.global_step:
+            # Resumed where the latest evaluation was logged: TensorBoard hides what the interrupted
+            # session logged from this step on (purge_step), this evaluation included. Show it again.
+            self.publish(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:

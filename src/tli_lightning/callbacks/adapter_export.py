@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from tli_lightning.callbacks._common import Getter, default_model
 
+SETTINGS_FILE = "tli_settings.json"
+
 
 class AdapterExport(Callback):
     """Save the adapter (not the base model) to ``<dirpath>/adapter_epoch<NN>`` after each epoch.
+
+    Beside PEFT's files, ``tli_settings.json`` records the base the adapter was trained on (model,
+    quantization, compute dtype, double quantization, storage, target layer, word template), when
+    the LightningModule provides them through a ``settings()`` method. ``scan`` and ``zeroshot
+    --adapter DIR`` read it, so an adapter is measured on its own base.
 
     Args:
         dirpath: Where to write; default: the ModelCheckpoint's directory, else the log directory.
@@ -29,4 +38,8 @@ class AdapterExport(Callback):
         # trainer.log_dir is a broadcast under DDP: resolve on every rank, write on rank 0.
         root = self.dirpath or getattr(checkpoint, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
         if trainer.is_global_zero:
-            model.save_pretrained(Path(root) / f"adapter_epoch{trainer.current_epoch + 1:02d}")
+            directory = Path(root) / f"adapter_epoch{trainer.current_epoch + 1:02d}"
+            model.save_pretrained(directory)
+            settings: dict[str, Any] | None = getattr(pl_module, "settings", lambda: None)()
+            if settings is not None:
+                (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import matplotlib.pyplot as plt
 import torch
+from torch import Tensor
 
 from tli_lightning.alignment import METRICS, alignment_report, embed_all_layers, words_of
 from tli_lightning.callbacks._common import (
-    EpochMeasurement, Getter, default_model, default_tokenizer, evaluating, log_dir, log_figure, log_scalars, progress_bar,
-    sharded_map, write_json,
+    EpochMeasurement,
+    Getter,
+    default_model,
+    default_tokenizer,
+    evaluating,
+    gather_rows,
+    log_dir,
+    log_scalars,
+    progress_bar,
+    save_figure,
+    shard,
+    write_json,
 )
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import Pair
-from tli_lightning.plots import alignment_figure
 
 
 class LayerwiseAlignment(EpochMeasurement):
@@ -25,8 +34,13 @@ class LayerwiseAlignment(EpochMeasurement):
     Runs before the first training step (the baseline) and after every ``every_n_epochs``
     epochs, on each pair set (by default the DataModule's ``train_pairs`` and
     ``control_pairs``), in one batched forward over all words. Logs
-    ``align/<set>/<metric>/layer_<LL>``, a TensorBoard figure ``align/per_layer`` and a JSON
-    file per evaluation under ``<log_dir>/alignment/`` with every number and per-pair cosines.
+    ``align/<set>/<metric>/layer_<LL>``, a TensorBoard figure ``align/per_layer`` (also a PNG under
+    ``<log_dir>/figures/``) and a JSON file per evaluation under ``<log_dir>/alignment/`` with every
+    number and per-pair cosines. See :mod:`tli_lightning.alignment` for the metrics.
+
+    Under DDP each process embeds its share of the words; metrics are then computed one layer at a
+    time from the gathered ``[words, hidden]`` vectors of that layer, so memory never holds every
+    layer of every word on a device.
 
     Works with any LightningModule exposing a Hugging Face causal LM as ``.model`` and its
     tokenizer as ``.tokenizer`` (or pass ``get_model``/``get_tokenizer``)::
@@ -40,7 +54,6 @@ class LayerwiseAlignment(EpochMeasurement):
         every_n_epochs: Evaluate after every n-th epoch.
         batch_size: Words per forward pass.
         word_template: Text around each word (``{word}`` = alone, as in training).
-        seed: Seed of the shuffled (random-pair) baseline.
         progress: Show a progress bar.
     """
 
@@ -51,17 +64,18 @@ class LayerwiseAlignment(EpochMeasurement):
         every_n_epochs: int = 1,
         batch_size: int = 256,
         word_template: str = "{word}",
-        seed: int = 0,
         progress: bool = True,
         get_model: Getter = default_model,
         get_tokenizer: Getter = default_tokenizer,
     ) -> None:
+        if every_n_epochs < 1 or batch_size < 1 or (limit is not None and limit < 2):
+            raise TLIError(f"LayerwiseAlignment: every_n_epochs and batch_size must be >= 1 and limit >= 2, got "
+                           f"{every_n_epochs}, {batch_size}, {limit}")
         self.pair_sets = pair_sets
         self.limit = limit
         self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
         self.word_template = word_template
-        self.seed = seed
         self.progress = progress
         self.get_model = get_model
         self.get_tokenizer = get_tokenizer
@@ -83,18 +97,25 @@ class LayerwiseAlignment(EpochMeasurement):
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         sets = self._sets(trainer)
         words = words_of(sets)
-        bar = progress_bar(trainer, "alignment", self.progress)
-
-        def embed(shard):
-            v = embed_all_layers(model, tokenizer, list(shard), template=self.word_template, batch_size=self.batch_size, progress=bar)
-            return torch.stack([v["plain"], v["with_bos"]]).permute(2, 0, 1, 3)  # [W, 2, L, H]
-
+        mine = list(shard(trainer, words)) or words[:1]  # an empty shard still runs one word, for the gather
         with evaluating(model):
-            stacked = sharded_map(trainer, words, embed).permute(1, 2, 0, 3)
-        return alignment_report({"plain": stacked[0], "with_bos": stacked[1]}, words, sets, self.seed)
+            vectors = embed_all_layers(
+                model, tokenizer, mine, template=self.word_template, batch_size=self.batch_size,
+                progress=progress_bar(trainer, "alignment", self.progress),
+            )
+        count = len(shard(trainer, words))
+
+        def layers() -> Iterator[tuple[Tensor, Tensor]]:
+            for plain, with_bos in zip(vectors["plain"], vectors["with_bos"]):
+                yield gather_rows(trainer, plain[:count], len(words)), gather_rows(trainer, with_bos[:count], len(words))
+
+        return alignment_report(layers(), words, sets)
 
     def has_baseline(self) -> bool:
         return self.baseline is not None
+
+    def last_step(self) -> int | None:
+        return None if self.last is None else self.last["global_step"]
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         report = self.measure(trainer, pl_module)
@@ -102,21 +123,33 @@ class LayerwiseAlignment(EpochMeasurement):
         report["global_step"] = trainer.global_step
         summary = {k: v for k, v in report.items() if k != "sets"}
         summary["sets"] = {s: {m: e[m] for m in METRICS} for s, e in report["sets"].items()}
+        summary["name"] = name
         if self.baseline is None:
             self.baseline = summary
         self.last = summary
-        scalars = {
-            f"align/{s}/{m}/layer_{layer:02d}": values[m][layer]
-            for s, values in summary["sets"].items()
-            for m in METRICS
-            for layer in summary["layers"]
-        }
-        log_scalars(trainer, scalars, trainer.global_step)
         directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
         if trainer.is_global_zero:
             write_json(directory / "alignment" / f"{name}.json", report)
-            figure = alignment_figure(summary, None if summary is self.baseline else self.baseline, title=f"alignment, {name}")
-            log_figure(trainer, "align/per_layer", figure, trainer.global_step)
+        self.publish(trainer)
+
+    def publish(self, trainer: L.Trainer) -> None:
+        import matplotlib.pyplot as plt
+
+        from tli_lightning.plots import alignment_figure
+
+        last = self.last
+        scalars = {
+            f"align/{s}/{m}/layer_{layer:02d}": values[m][layer]
+            for s, values in last["sets"].items()
+            for m in METRICS
+            for layer in last["layers"]
+        }
+        log_scalars(trainer, scalars, last["global_step"])
+        directory = log_dir(trainer)
+        if trainer.is_global_zero:
+            before = None if last is self.baseline or last == self.baseline else self.baseline
+            figure = alignment_figure(last, before, title=f"alignment, {last['name']}")
+            save_figure(trainer, directory, "align/per_layer", figure, last["global_step"])
             plt.close(figure)
 
     def state_dict(self) -> dict[str, Any]:

@@ -6,17 +6,24 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import matplotlib.pyplot as plt
 import torch
 
 from tli_lightning.callbacks._common import (
-    EpochMeasurement, Getter, default_model, default_tokenizer, evaluating, log_dir, log_figure, log_scalars, progress_bar,
-    sharded_map, write_json,
+    EpochMeasurement,
+    Getter,
+    default_model,
+    default_tokenizer,
+    evaluating,
+    log_dir,
+    log_scalars,
+    progress_bar,
+    save_figure,
+    sharded_map,
+    write_json,
 )
 from tli_lightning.errors import TLIError
-from tli_lightning.plots import retention_figure
 from tli_lightning.xnli import XNLIExample, candidate_templates
-from tli_lightning.zeroshot import accuracy_and_f1, score_xnli
+from tli_lightning.zeroshot import classification_scores, score_xnli
 
 
 class ZeroShotRetention(EpochMeasurement):
@@ -25,8 +32,9 @@ class ZeroShotRetention(EpochMeasurement):
     Scores exactly as lm-evaluation-harness's ``xnli_<lang>`` (see :mod:`tli_lightning.zeroshot`)
     before the first training step and after every ``every_n_epochs`` epochs. Logs
     ``xnli/<lang>/acc``, ``xnli/<lang>/macro_f1`` and ``xnli/<lang>/retention`` (accuracy now /
-    accuracy before training), a TensorBoard figure ``xnli/accuracy`` and a JSON file per
-    evaluation under ``<log_dir>/xnli/`` with per-example log-likelihoods.
+    accuracy before training), a TensorBoard figure ``xnli/accuracy`` (also a PNG under
+    ``<log_dir>/figures/``) and a JSON file per evaluation under ``<log_dir>/xnli/`` with
+    per-example log-likelihoods. Accuracy is the exact fraction ``correct / n``.
 
     Works with any LightningModule exposing a Hugging Face causal LM as ``.model`` and its
     tokenizer as ``.tokenizer`` (or pass ``get_model``/``get_tokenizer``)::
@@ -54,6 +62,9 @@ class ZeroShotRetention(EpochMeasurement):
         get_model: Getter = default_model,
         get_tokenizer: Getter = default_tokenizer,
     ) -> None:
+        if every_n_epochs < 1 or batch_size < 1 or (limit is not None and limit < 1):
+            raise TLIError(f"ZeroShotRetention: every_n_epochs, batch_size and limit must be >= 1, got "
+                           f"{every_n_epochs}, {batch_size}, {limit}")
         self.examples = examples
         self.templates = dict(templates or {})
         self.limit = limit
@@ -75,7 +86,7 @@ class ZeroShotRetention(EpochMeasurement):
 
     @torch.no_grad()
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, Any]]:
-        """``{language: {"acc", "macro_f1", "loglikelihoods", "labels"}}`` for one evaluation."""
+        """``{language: {"acc", "correct", "n", "macro_f1", "loglikelihoods", "labels"}}`` for one evaluation."""
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         results = {}
         with evaluating(model):
@@ -88,30 +99,46 @@ class ZeroShotRetention(EpochMeasurement):
                     lambda shard: score_xnli(model, tokenizer, shard, templates=templates, batch_size=self.batch_size, progress=bar),
                 )
                 labels = [e.label for e in examples]
-                acc, f1 = accuracy_and_f1(loglik.argmax(dim=1), labels)
-                results[language] = {"acc": acc, "macro_f1": f1, "loglikelihoods": loglik.tolist(), "labels": labels}
+                scores = classification_scores(loglik.argmax(dim=1).tolist(), labels)
+                results[language] = {**scores, "loglikelihoods": loglik.tolist(), "labels": labels}
         return results
 
     def has_baseline(self) -> bool:
         return bool(self.baseline)
+
+    def last_step(self) -> int | None:
+        return self.history[-1]["global_step"] if self.history else None
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         results = self.measure(trainer, pl_module)
         if not self.baseline:
             self.baseline = {lang: r["acc"] for lang, r in results.items()}
         scalars: dict[str, float] = {}
+        counts: dict[str, list[int]] = {}
         for lang, r in results.items():
             base = self.baseline.get(lang, float("nan"))
             r["retention"] = r["acc"] / base if base else float("nan")
             scalars.update({f"xnli/{lang}/acc": r["acc"], f"xnli/{lang}/macro_f1": r["macro_f1"], f"xnli/{lang}/retention": r["retention"]})
+            counts[lang] = [r["correct"], r["n"]]
         epoch = trainer.current_epoch + (0 if name == "baseline" else 1)
-        self.history.append({"epoch": epoch, **scalars})
-        log_scalars(trainer, scalars, trainer.global_step)
+        self.history.append({"epoch": epoch, "global_step": trainer.global_step, **scalars, "correct_of": counts})
         directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
         if trainer.is_global_zero:
             write_json(directory / "xnli" / f"{name}.json", {"epoch": epoch, "global_step": trainer.global_step, "languages": results})
-            figure = retention_figure(self.history, list(results))
-            log_figure(trainer, "xnli/accuracy", figure, trainer.global_step)
+        self.publish(trainer)
+
+    def publish(self, trainer: L.Trainer) -> None:
+        import matplotlib.pyplot as plt
+
+        from tli_lightning.plots import retention_figure
+
+        last = self.history[-1]
+        scalars = {k: v for k, v in last.items() if k.startswith("xnli/")}
+        log_scalars(trainer, scalars, last["global_step"])
+        directory = log_dir(trainer)
+        if trainer.is_global_zero:
+            figure = retention_figure(self.history, list(last["correct_of"]))
+            save_figure(trainer, directory, "xnli/accuracy", figure, last["global_step"])
             plt.close(figure)
 
     def state_dict(self) -> dict[str, Any]:

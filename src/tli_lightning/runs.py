@@ -1,0 +1,277 @@
+"""Run directories: each ``fit`` is one run, in ``logs/<name>/version_<n>/`` and ``checkpoints/<name>/version_<n>/``.
+
+A new run claims the lowest ``n`` free in both trees with an atomic ``mkdir``, so two runs started
+at once get different ``n``. Resuming (``--ckpt_path``) writes on into the run that holds the
+checkpoint. A plain ``fit`` never resumes anything.
+
+``--ckpt_path`` accepts:
+
+- ``last``: the newest checkpoint of the newest run of that name that has one;
+- a run directory (``logs/<name>/version_<n>`` or ``checkpoints/<name>/version_<n>``): its newest checkpoint;
+- a checkpoint file. One outside ``checkpoints/<name>/version_<n>/`` resumes into a new run.
+
+"Newest" means furthest along (global step), then most recently written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tli_lightning.errors import TLIError
+
+# Set by the process that claims a run, read by the processes Lightning launches for DDP: they
+# re-run the command line and must join the same run instead of claiming their own.
+RUN_ENV = "TLI_RUN"
+_VERSION = re.compile(r"^version_(\d+)$")
+
+
+@dataclass
+class Run:
+    """Where one run's files go."""
+
+    name: str
+    version: int
+    log_dir: Path
+    checkpoint_dir: Path
+    resumed_from: Path | None = None
+    resumed_step: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_env(self) -> str:
+        return json.dumps(
+            {"name": self.name, "version": self.version, "log_dir": str(self.log_dir), "checkpoint_dir": str(self.checkpoint_dir),
+             "resumed_from": str(self.resumed_from) if self.resumed_from else None, "resumed_step": self.resumed_step}
+        )
+
+    @classmethod
+    def from_env(cls, text: str) -> Run:
+        data = json.loads(text)
+        resumed = data.pop("resumed_from")
+        return cls(**{**data, "log_dir": Path(data["log_dir"]), "checkpoint_dir": Path(data["checkpoint_dir"])},
+                   resumed_from=Path(resumed) if resumed else None)
+
+
+def _versions(directory: Path) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in directory.iterdir() if p.is_dir() and (m := _VERSION.match(p.name)))
+
+
+def claim_run(logs: str | Path, checkpoints: str | Path, name: str) -> Run:
+    """A new run: the lowest version free under both ``logs`` and ``checkpoints`` (this name's
+    directories), taken with an atomic mkdir."""
+    logs, checkpoints = Path(logs), Path(checkpoints)
+    for root in (logs, checkpoints):
+        _make_writable_dir(root)
+    version = max(_versions(logs) + _versions(checkpoints), default=-1) + 1
+    while True:
+        try:
+            os.mkdir(logs / f"version_{version}")  # atomic: of two runs started at once, one gets each n
+        except FileExistsError:
+            version += 1
+            continue
+        if (checkpoints / f"version_{version}").exists():  # left by a run whose logs were deleted
+            shutil.rmtree(logs / f"version_{version}", ignore_errors=True)
+            version += 1
+            continue
+        break
+    run = Run(name, version, logs / f"version_{version}", checkpoints / f"version_{version}")
+    _make_writable_dir(run.checkpoint_dir)
+    return run
+
+
+def _make_writable_dir(directory: Path) -> None:
+    # Found now, before the model loads, not after the first epoch's training.
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise TLIError(f"cannot write to {directory}: {error.strerror or error}") from None
+
+
+def discard_unused(run: Run) -> None:
+    """Remove a new run's directories if it produced nothing worth keeping (no checkpoint, no evaluation)."""
+    produced = [p for p in run.checkpoint_dir.glob("*.ckpt")] + [p for p in run.log_dir.glob("*/*.json")]
+    if not produced:
+        shutil.rmtree(run.log_dir, ignore_errors=True)
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Progress:
+    global_step: int
+    epoch: int
+    mtime: float
+
+
+def read_progress(path: Path) -> Progress:
+    """Training progress recorded in a checkpoint; a clear error for an unreadable file."""
+    import torch
+
+    if path.is_dir():
+        raise TLIError(f"{path} is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise TLIError(f"checkpoint not found: {path}")
+    try:
+        # mmap: only the small pickled header is read, even for a multi-GB full fine-tuning checkpoint.
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return Progress(int(checkpoint["global_step"]), int(checkpoint["epoch"]), path.stat().st_mtime)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        raise TLIError(f"{path}: not a readable Lightning checkpoint (empty, truncated or another format): {error}") from None
+
+
+def newest_checkpoint(directory: Path) -> tuple[Path, Progress] | None:
+    """The checkpoint furthest along in ``directory`` (unreadable ones are skipped)."""
+    found = []
+    for path in directory.glob("*.ckpt"):
+        try:
+            found.append((read_progress(path), path))
+        except TLIError:
+            continue
+    if not found:
+        return None
+    progress, path = max(found, key=lambda item: (item[0].global_step, item[0].mtime))
+    return path, progress
+
+
+def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: str) -> Run:
+    """The run to write into, and the checkpoint to resume from, for ``--ckpt_path spec``."""
+    logs, checkpoints = Path(logs), Path(checkpoints)
+    if spec == "last":
+        for version in sorted(set(_versions(logs) + _versions(checkpoints)), reverse=True):
+            found = newest_checkpoint(checkpoints / f"version_{version}")
+            if found is not None:
+                run = Run(name, version, logs / f"version_{version}", checkpoints / f"version_{version}", found[0], found[1].global_step)
+                newer = [v for v in _versions(checkpoints) if v > version]
+                if newer:
+                    run.notes.append(f"runs {['version_%d' % v for v in newer]} have no checkpoint and are not resumed")
+                return run
+        raise TLIError(
+            f"--ckpt_path last: no checkpoint under {checkpoints}/version_*; start a new run without --ckpt_path"
+        )
+    path = Path(spec)
+    match = _VERSION.match(path.name)
+    if match and not path.is_file():  # a run directory, in either tree
+        version = int(match.group(1))
+        found = newest_checkpoint(checkpoints / f"version_{version}")
+        if found is None:
+            raise TLIError(f"--ckpt_path {spec}: run version_{version} has no readable checkpoint in {checkpoints}/version_{version}")
+        return Run(name, version, logs / f"version_{version}", checkpoints / f"version_{version}", found[0], found[1].global_step)
+    progress = read_progress(path)
+    match = _VERSION.match(path.parent.name)
+    if match and path.parent.parent.resolve() == checkpoints.resolve():
+        version = int(match.group(1))
+        return Run(name, version, logs / f"version_{version}", path.parent, path, progress.global_step)
+    # A checkpoint from elsewhere: its training state goes on in a new run of this name.
+    run = claim_run(logs, checkpoints, name)
+    run.resumed_from, run.resumed_step = path, progress.global_step
+    run.notes.append(f"{path} is not in {checkpoints}/version_<n>/: resuming it into the new run version_{run.version}")
+    return run
+
+
+def write_summary(run: Run, summary: dict[str, Any]) -> Path:
+    path = run.log_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+# ---- what a run tells its user when it ends ------------------------------------------------
+
+SUMMARY_METRICS = ("cos", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s")
+
+
+def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
+    """The run's identity, settings and headline numbers, baseline -> final (also ``summary.json``)."""
+    from tli_lightning.callbacks import LayerwiseAlignment, ZeroShotRetention
+
+    module, datamodule = trainer.lightning_module, trainer.datamodule
+    summary: dict[str, Any] = {
+        "name": run.name,
+        "version": run.version,
+        "status": status,
+        "log_dir": str(run.log_dir),
+        "checkpoint_dir": str(run.checkpoint_dir),
+        "global_step": trainer.global_step,
+        "epochs_completed": trainer.current_epoch,
+        "seed": int(os.environ.get("PL_GLOBAL_SEED", "-1")),
+        "resumed_from": str(run.resumed_from) if run.resumed_from else None,
+        "model": {k: _plain(v) for k, v in getattr(module, "hparams", {}).items()},
+        "target_layer": getattr(module, "target_layer", None),
+        "trainable_parameters": getattr(module, "trainable_parameters", None),
+    }
+    if datamodule is not None and hasattr(datamodule, "fingerprint"):
+        summary["data"] = {k: _plain(v) for k, v in datamodule.hparams.items()}
+        summary["data"]["fingerprint"] = datamodule.fingerprint()
+        summary["data"]["counts"] = {"trained_pairs": len(datamodule.train_pairs), "control_pairs": len(datamodule.control_pairs),
+                                     **{f"xnli_{k}": len(v) for k, v in datamodule.xnli.items()}}
+    for callback in trainer.callbacks:
+        if isinstance(callback, LayerwiseAlignment) and callback.baseline is not None:
+            before, after = callback.baseline, callback.last
+            layers = sorted({summary["target_layer"] or 0, before["layers"][-1]})
+            summary["alignment"] = {
+                "epoch": after["epoch"],
+                "layers": {
+                    str(layer): {
+                        name: {m: [entry[m][layer], after["sets"][name][m][layer]] for m in SUMMARY_METRICS}
+                        for name, entry in before["sets"].items()
+                    }
+                    for layer in layers
+                },
+            }
+        if isinstance(callback, ZeroShotRetention) and callback.history:
+            first, last = callback.history[0], callback.history[-1]
+            summary["xnli"] = {
+                "epoch": last["epoch"],
+                "languages": {
+                    lang: {"acc": [first[f"xnli/{lang}/acc"], last[f"xnli/{lang}/acc"]], "correct_of": [first["correct_of"][lang], last["correct_of"][lang]],
+                           "retention": last[f"xnli/{lang}/retention"]}
+                    for lang in last["correct_of"]
+                },
+            }
+    return summary
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready hyperparameters (tuples, paths and other objects as text)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
+
+
+def format_summary(summary: dict[str, Any], path: Path) -> str:
+    lines = [
+        f"run {summary['name']}/version_{summary['version']} {summary['status']} at step {summary['global_step']} "
+        f"({summary['epochs_completed']} epochs)",
+        f"  logs:        {summary['log_dir']}   (tensorboard --logdir {Path(summary['log_dir']).parent.parent})",
+        f"  checkpoints: {summary['checkpoint_dir']}",
+    ]
+    alignment = summary.get("alignment")
+    if alignment:
+        lines.append(f"alignment, before training -> epoch {alignment['epoch']} (gap = pair cosine - random-pair cosine):")
+        for layer, sets in alignment["layers"].items():
+            which = "target" if int(layer) == summary.get("target_layer") else "final"
+            for name, m in sets.items():
+                lines.append(
+                    f"  layer {layer:>2} ({which:6}) {name:8} gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
+                    f"P@1 {m['p_at_1_s2t'][0]:.3f} -> {m['p_at_1_s2t'][1]:.3f}   cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
+                )
+    xnli = summary.get("xnli")
+    if xnli:
+        lines.append(f"zero-shot XNLI accuracy, before training -> epoch {xnli['epoch']}:")
+        for lang, r in xnli["languages"].items():
+            (c0, n0), (c1, n1) = r["correct_of"]
+            lines.append(f"  {lang}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   retention {r['retention']:.3f}")
+    lines.append(f"  (written to {path})")
+    return "\n".join(lines)

@@ -1,0 +1,64 @@
+"""Running the real entry point, `python -m tli_lightning`, the way a user does, and reading what a run wrote."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# Small but complete: every callback runs, every step is logged.
+QUICK = [
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+    "--data.xnli_limit=6",
+]
+
+
+def cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m tli_lightning ARGS`` in ``cwd``, with tests/ importable (for injected callbacks)."""
+    environment = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(TESTS), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tli_lightning", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    """The CLI's ``main`` in this process: (exit code, stdout, stderr)."""
+    from tli_lightning.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(args)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of a run's TensorBoard files, as (step, value), honouring purge events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def image_tags(run_dir: Path) -> list[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    return events.Tags()["images"]
