@@ -140,12 +140,18 @@ def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, prec
     assert probe.grads  # the step trained something
 
 
-def test_state_dict_holds_only_trainable_tensors(tiny_dir):
+def test_state_dict_holds_only_trainable_tensors_and_the_checkpoint_the_epochs_running_means(tiny_dir):
     module = _configured(tiny_dir)
     state = module.state_dict()
     assert set(state) == _trainable(module)
     module.load_state_dict({k: torch.zeros_like(v) for k, v in state.items()}, strict=False)
     assert all(float(v.abs().sum()) == 0 for v in module.state_dict().values())
+    module.train_means["loss"].update(torch.tensor(0.5), weight=8)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    fresh = _configured(tiny_dir)
+    fresh.on_load_checkpoint({**checkpoint, "state_dict": state})
+    assert float(fresh.train_means["loss"].compute()) == 0.5  # a resumed epoch goes on averaging where it stopped
 
 
 def test_gradient_reaches_block_0_through_frozen_4bit_block_1_after_an_eval_pass(tiny_dir):

@@ -32,6 +32,7 @@ def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
     got, want = scalars(_run_dir(resumed_root)), scalars(_run_dir(reference_root))
     # Every training step logged once, with the same loss: no batch skipped or repeated.
     assert got["train/loss_step"] == want["train/loss_step"]
+    assert got["train/loss_epoch"] == want["train/loss_epoch"]  # epoch means count the batches before the interruption too
     # Every evaluation once (baseline + each epoch), with the same numbers.
     assert got["xnli/sw/acc"] == want["xnli/sw/acc"] and len(want["xnli/sw/acc"]) == 3
     assert got["align/control/gap/layer_02"] == want["align/control/gap/layer_02"]

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from peft import LoraConfig, get_peft_model
+from torchmetrics import MeanMetric, MetricCollection
 
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import resolve_blocks, resolve_layer
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 # optimizer state, the rotary inv_freq buffer (XNLI log-likelihoods drift by up to 0.02 nats),
 # and a float quant_storage's packed 4-bit weights.
 PRECISIONS = ("32-true", "32", "bf16-mixed")
+
+
+def _summary(out: ContrastiveOutput) -> dict[str, torch.Tensor]:
+    return {"loss": out.loss.detach(), "pos_sim": out.positive.detach().mean(), "hardest_neg_sim": out.hardest_negative.detach().mean()}
 
 
 def _require(condition: bool, message: str) -> None:
@@ -121,6 +126,7 @@ class TLIModule(L.LightningModule):
         self.tokenizer = None
         self.target_layer: int | None = None  # resolved against the model in configure_model
         self.trainable_parameters = 0
+        self.train_means = MetricCollection({name: MeanMetric() for name in ("loss", "pos_sim", "hardest_neg_sim")})
         # Checkpoints hold only the trainable tensors (see state_dict), so loading is partial.
         self.strict_loading = False
 
@@ -192,7 +198,11 @@ class TLIModule(L.LightningModule):
                 f"index {self.target_layer}, the output of block {self.target_layer - 1}) and would get no "
                 f"gradient; adapt blocks below {self.target_layer}, or raise target_layer"
             )
-        model = self._adapt(model, blocks)
+        # LoRA's random init depends on the seed alone, not on what drew from the RNG before (process
+        # launching, loading): one process and several start from the same adapter.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed())
+            model = self._adapt(model, blocks)
         if hp.gradient_checkpointing:
             # Reentrant checkpointing fails under DDP with LoRA parameters.
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -232,8 +242,11 @@ class TLIModule(L.LightningModule):
         """FSDP2: each block its own shard group; the decoder and the LM head are the roots forwards enter through.
 
         The training step, the callbacks and XNLI scoring call the decoder (and the head) directly, not the
-        whole causal LM, so those two, not the LM wrapper, are the FSDP roots.
+        whole causal LM, so those two, not the LM wrapper, are the FSDP roots. Parameters are sharded over
+        every process (pure data parallelism; ModelParallelStrategy's data/tensor-parallel split, whose
+        "auto" default is all tensor parallel on one node, is not used).
         """
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
         decoder, head = decoder_of(model), model.get_output_embeddings()
@@ -241,7 +254,8 @@ class TLIModule(L.LightningModule):
             head.weight is not decoder.get_input_embeddings().weight,
             "FSDP with tied input and output embeddings is not supported; use --trainer.strategy ddp",
         )
-        mesh = self.device_mesh["data_parallel"]
+        strategy = self.trainer.strategy
+        mesh = init_device_mesh(strategy.root_device.type, (strategy.world_size,))
         for block in decoder.layers:
             fully_shard(block, mesh=mesh)
         fully_shard(decoder, mesh=mesh)
@@ -249,7 +263,7 @@ class TLIModule(L.LightningModule):
         # FSDP2 takes the first module to run forward as the root of what it reaches: run the whole
         # decoder once now, so a truncated training forward never becomes the root of a part of it.
         with torch.no_grad():
-            decoder(input_ids=torch.zeros(1, 1, dtype=torch.long, device=self.trainer.strategy.root_device), use_cache=False)
+            decoder(input_ids=torch.zeros(1, 1, dtype=torch.long, device=strategy.root_device), use_cache=False)
 
     # ---- the learning signal ---------------------------------------------------------------
 
@@ -268,26 +282,29 @@ class TLIModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> torch.Tensor:
         out = self.contrastive(batch)
-        self._log_contrastive("train", out, len(batch["source"]))
+        size = len(batch["source"])
+        values = _summary(out)
+        # Each step: this process's batch, unsynchronised (no collective on the hot path).
+        self.log_dict({f"train/{k}_step": v for k, v in values.items()}, on_step=True, on_epoch=False, batch_size=size)
+        self.log("loss", values["loss"], prog_bar=True, logger=False, on_step=True, on_epoch=False, batch_size=size)
+        self._finished_step = (values, size)
         return out.loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Each epoch: the mean over every batch of every process. Counted once the step is done, and
+        # kept in checkpoints: a run resumed mid-epoch (even mid-step) reports what an uninterrupted one would.
+        values, size = self._finished_step
+        for name, value in values.items():
+            self.train_means[name].update(value, weight=size)
+        self.log_dict({f"train/{k}_epoch": m for k, m in self.train_means.items()}, on_step=False, on_epoch=True)
+
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
-        self._log_contrastive("val", self.contrastive(batch), len(batch["source"]))
+        values = _summary(self.contrastive(batch))
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=len(batch["source"]), sync_dist=True)
 
     def test_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
-        self._log_contrastive("test", self.contrastive(batch), len(batch["source"]))
-
-    def _log_contrastive(self, stage: str, out: ContrastiveOutput, batch_size: int) -> None:
-        metrics = {
-            f"{stage}/loss": out.loss.detach(),
-            f"{stage}/pos_sim": out.positive.detach().mean(),
-            f"{stage}/hardest_neg_sim": out.hardest_negative.detach().mean(),
-        }
-        # Averaged over processes; per epoch, over every batch of every process too.
-        on_step = stage == "train"
-        self.log_dict(metrics, on_step=on_step, on_epoch=True, batch_size=batch_size, sync_dist=True)
-        if on_step:
-            self.log("loss", metrics["train/loss"], prog_bar=True, logger=False, batch_size=batch_size)
+        values = _summary(self.contrastive(batch))
+        self.log_dict({f"test/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=len(batch["source"]), sync_dist=True)
 
     # ---- optimisation ------------------------------------------------------------------------
 
@@ -326,10 +343,30 @@ class TLIModule(L.LightningModule):
                 state[prefix + name] = param if keep_vars else param.detach()
         return state
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The epoch's running means, every process's share (all processes save together; rank 0 writes).
+        synced = torch.distributed.is_available() and torch.distributed.is_initialized()
+        means = {}
+        for name, metric in self.train_means.items():
+            with metric.sync_context(should_sync=synced):
+                means[name] = {key: value.detach().cpu().clone() for key, value in metric.metric_state.items()}
+        checkpoint["tli_train_means"] = means
+
+    def on_train_epoch_start(self) -> None:
+        # Not called when resuming inside an epoch: the restored running means go on.
+        self.train_means.reset()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Rank 0 carries on the saved running means (they hold every process's share already).
+        if (self._trainer is None or self.trainer.global_rank == 0) and "tli_train_means" in checkpoint:
+            for name, states in checkpoint["tli_train_means"].items():
+                for key, value in states.items():
+                    setattr(self.train_means[name], key, value.to(self.device))
+        if "state_dict" not in checkpoint:
+            return  # ModelParallelStrategy loaded the weights into the sharded model itself
         # strict_loading is off (frozen weights are absent by design), so check what must be there.
         expected = {n for n, p in self.named_parameters() if p.requires_grad}
-        missing = sorted(expected - set(checkpoint.get("state_dict", {})))
+        missing = sorted(expected - set(checkpoint["state_dict"]))
         if missing:
             raise TLIError(
                 f"checkpoint {self._trainer.ckpt_path if self._trainer else ''} lacks {len(missing)} trainable "

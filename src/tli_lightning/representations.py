@@ -139,9 +139,28 @@ def hidden_state_at(model: nn.Module, input_ids: Tensor, attention_mask: Tensor,
 
 
 def all_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, ...]:
-    """Every ``hidden_states`` entry (0 .. N) from one forward of the decoder (no LM head)."""
-    out = decoder_of(model)(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
-    return out.hidden_states
+    """Every ``hidden_states`` entry (0 .. N) from one forward of the decoder (no LM head).
+
+    Read with hooks on the blocks rather than ``output_hidden_states``: the same under FSDP2, whose
+    wrapped block classes transformers' output recording does not recognise.
+    """
+    decoder = decoder_of(model)
+    states: list[Tensor] = []
+
+    def keep_input(_module, args, kwargs):
+        states.append(args[0] if args else kwargs["hidden_states"])
+
+    def keep_output(_module, _args, output):
+        states.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [decoder.layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+    handles += [block.register_forward_hook(keep_output) for block in decoder.layers[:-1]]
+    try:
+        final = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (*states, final)
 
 
 def word_vectors(

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -82,19 +83,22 @@ def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
     )
     from transformers.utils import logging as hf_logging
 
-    torch.manual_seed(seed)
     hf_logging.disable_progress_bar()  # a 2 MB model needs no "Writing model shards" bar
-    try:
-        LlamaForCausalLM(config).save_pretrained(directory)
-    finally:
-        hf_logging.enable_progress_bar()
+    # A private RNG stream: building the model (on first use, inside a run) must not reseed the run.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            LlamaForCausalLM(config).save_pretrained(directory)
+        finally:
+            hf_logging.enable_progress_bar()
 
 
-def build_tiny_model(directory: str | os.PathLike | None = None) -> Path:
+def build_tiny_model(directory: str | os.PathLike | None = None, wait_s: float = 300.0) -> Path:
     """Build (once) and return the directory of the embedded tiny model.
 
     Safe to call from several processes at once (e.g. DDP ranks): each builds in a private
-    temporary directory and the first atomic rename wins.
+    temporary directory and the first complete one is renamed into place atomically. Under
+    torch.distributed, transformers writes model weights on rank 0 only; other ranks wait for it.
     """
     target = Path(directory) if directory is not None else cache_dir() / f"tiny-llama-{_VERSION}"
     if (target / "config.json").exists():
@@ -103,11 +107,17 @@ def build_tiny_model(directory: str | os.PathLike | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         _build(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
+        if (staging / "model.safetensors").exists():
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if not (target / "config.json").exists():
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    deadline = time.monotonic() + wait_s
+    while not (target / "config.json").exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the embedded tiny model did not appear in {target} within {wait_s:.0f} s")
+        time.sleep(0.2)
     return target
