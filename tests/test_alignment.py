@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tli_lightning.alignment import alignment_report, mean_cross_cosine, retrieval, words_of
+from tli_lightning.alignment import alignment_report, cross_cosine_per_pair, mean_cross_cosine, retrieval, words_of
 
 
 def _report(table: dict[str, list[float]], pairs, bos_offset: float = 10.0) -> dict:
@@ -29,6 +29,8 @@ def test_the_random_baseline_is_the_exact_mean_over_every_wrong_pairing():
     source, target = torch.randn(7, 16, generator=g), torch.randn(7, 16, generator=g)
     brute = [F.cosine_similarity(source[i], target[j], dim=0) for i, j in itertools.product(range(7), repeat=2) if i != j]
     assert float(mean_cross_cosine(source, target)) == pytest.approx(float(torch.stack(brute).mean()), abs=1e-6)
+    per_pair = [torch.stack([F.cosine_similarity(source[i], target[j], dim=0) for j in range(7) if j != i]).mean() for i in range(7)]
+    torch.testing.assert_close(cross_cosine_per_pair(source, target), torch.stack(per_pair), atol=1e-6, rtol=0)
 
 
 def test_a_shift_per_language_moves_cos_but_not_the_centered_cos():

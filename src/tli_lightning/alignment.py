@@ -66,16 +66,20 @@ def _pair_cos(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a, b, dim=-1)
 
 
-def mean_cross_cosine(source: Tensor, target: Tensor) -> Tensor:
-    """Mean of ``cos(source_i, target_j)`` over all ``i != j`` (rows are pairs), exactly, in O(P * H).
+def cross_cosine_per_pair(source: Tensor, target: Tensor) -> Tensor:
+    """For each pair i (rows), the mean of ``cos(source_i, target_j)`` over every other pair's target ``j != i``.
 
-    With unit vectors, the sum over every (i, j) is ``(sum_i s_i) . (sum_j t_j)``; take the diagonal away.
+    Each pair's own random baseline, exactly, in O(P * H): with unit vectors, the sum over j is
+    ``s_i . (sum_j t_j)``; take ``s_i . t_i`` away. Its mean over pairs is the set's ``cos_random``.
     """
     s, t = F.normalize(source.double(), dim=-1), F.normalize(target.double(), dim=-1)
-    n = s.shape[0]
-    everything = s.sum(0) @ t.sum(0)
-    diagonal = (s * t).sum()
-    return ((everything - diagonal) / (n * (n - 1))).float()
+    others = s @ t.sum(0) - (s * t).sum(-1)
+    return (others / (s.shape[0] - 1)).float()
+
+
+def mean_cross_cosine(source: Tensor, target: Tensor) -> Tensor:
+    """Mean of ``cos(source_i, target_j)`` over all ``i != j``: the exact expectation of a random pairing."""
+    return cross_cosine_per_pair(source, target).double().mean().float()
 
 
 def retrieval(queries: Tensor, candidates: Tensor, gold: Tensor) -> tuple[Tensor, Tensor]:
@@ -110,21 +114,23 @@ class _SetIndex:
             self.gold[s_pos[s], t_pos[t]] = True
 
 
-def layer_metrics(plain: Tensor, with_bos: Tensor, pairs: _SetIndex) -> tuple[dict[str, float], Tensor]:
-    """Every metric of :data:`METRICS` for one layer (``plain``/``with_bos``: [W, H]), and per-pair cosines [P]."""
+def layer_metrics(plain: Tensor, with_bos: Tensor, pairs: _SetIndex) -> tuple[dict[str, float], Tensor, Tensor]:
+    """Every metric of :data:`METRICS` for one layer (``plain``/``with_bos``: [W, H]), then per pair [P]:
+    the translation cosine, and the mean cosine to the other pairs' targets (its random baseline)."""
     src, tgt = plain[pairs.source_rows], plain[pairs.target_rows]
     per_pair = _pair_cos(src, tgt)
+    per_pair_random = cross_cosine_per_pair(src, tgt)
     out = {
         "cos": per_pair.mean(),
         "cos_bos": _pair_cos(with_bos[pairs.source_rows], with_bos[pairs.target_rows]).mean(),
         "cos_centered": _pair_cos(src - src.mean(0), tgt - tgt.mean(0)).mean(),
-        "cos_random": mean_cross_cosine(src, tgt),
+        "cos_random": per_pair_random.double().mean().float(),
     }
     out["gap"] = out["cos"] - out["cos_random"]
     s_vecs, t_vecs = plain[pairs.distinct_sources], plain[pairs.distinct_targets]
     out["p_at_1_s2t"], out["mrr_s2t"] = retrieval(s_vecs, t_vecs, pairs.gold)
     out["p_at_1_t2s"], out["mrr_t2s"] = retrieval(t_vecs, s_vecs, pairs.gold.T)
-    return {k: float(v) for k, v in out.items()}, per_pair
+    return {k: float(v) for k, v in out.items()}, per_pair, per_pair_random
 
 
 def alignment_report(
@@ -134,26 +140,30 @@ def alignment_report(
 
     ``layers`` yields ``(plain, with_bos)`` vectors ``[W, H]`` per layer (rows follow ``words``),
     so only one layer needs to be in memory. Returns ``{"layers": [...], "sets": {name: {metric:
-    [per layer], "pairs": [...], "per_pair_cos": [pair][layer]}}}``.
+    [per layer], "pairs": [...], "per_pair_cos": [pair][layer], "per_pair_random": [pair][layer]}}}``.
     """
     index = {w: i for i, w in enumerate(words)}
     sets = {name: _SetIndex(pairs, index) for name, pairs in pair_sets.items()}
     metrics: dict[str, dict[str, list[float]]] = {name: {m: [] for m in METRICS} for name in sets}
     per_pair: dict[str, list[Tensor]] = {name: [] for name in sets}
+    per_pair_random: dict[str, list[Tensor]] = {name: [] for name in sets}
     count = 0
     for plain, with_bos in layers:
         for name, pairs in sets.items():
-            values, cosines = layer_metrics(plain, with_bos, pairs)
+            values, cosines, random = layer_metrics(plain, with_bos, pairs)
             for metric, value in values.items():
                 metrics[name][metric].append(round(value, 6))
             per_pair[name].append(cosines.cpu())
+            per_pair_random[name].append(random.cpu())
         count += 1
     report: dict = {"layers": list(range(count)), "sets": {}}
     for name, pairs in pair_sets.items():
         entry: dict = dict(metrics[name])
         entry["pairs"] = [list(p) for p in pairs]
-        # [pair][layer], the input for paired statistics between evaluations.
+        # [pair][layer], the input for paired statistics between evaluations; a pair's margin over
+        # chance is per_pair_cos - per_pair_random.
         entry["per_pair_cos"] = [[round(float(x), 6) for x in row] for row in torch.stack(per_pair[name], dim=1)]
+        entry["per_pair_random"] = [[round(float(x), 6) for x in row] for row in torch.stack(per_pair_random[name], dim=1)]
         report["sets"][name] = entry
     return report
 
