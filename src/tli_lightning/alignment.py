@@ -159,6 +159,7 @@ def alignment_report(
     report: dict = {"layers": list(range(count)), "sets": {}}
     for name, pairs in pair_sets.items():
         entry: dict = dict(metrics[name])
+        entry["candidates"] = len(sets[name].distinct_targets)  # retrieval's chance level is 1 / candidates
         entry["pairs"] = [list(p) for p in pairs]
         # [pair][layer], the input for paired statistics between evaluations; a pair's margin over
         # chance is per_pair_cos - per_pair_random.

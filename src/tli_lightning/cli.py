@@ -36,6 +36,12 @@ def _component(class_path: str, **init_args: Any) -> dict:
     return {"class_path": class_path, "init_args": init_args}
 
 
+CKPT_PATH_HELP = (
+    "Resume a run exactly where it stopped (its batches, weights, RNG, evaluations). 'last' = the newest "
+    "checkpoint of the newest run of this name that has one; a run directory (logs/<name>/version_<n> or "
+    "checkpoints/<name>/version_<n>) = that run's newest checkpoint; or a .ckpt file. The resumed run writes on "
+    "into the run it resumes. Without it, fit starts a new run and never resumes anything. (default: null)"
+)
 DEFAULT_CALLBACKS = [
     # First: its signal handlers must be in place before the (long) baseline evaluation starts.
     _component("tli_lightning.callbacks.ExactResume"),
@@ -84,12 +90,27 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             # No predict: a contrastive word-alignment model has nothing to predict.
             return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
 
+        def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            # Lightning's text describes its own `last`; ours means something else (runs.resolve_resume).
+            fit = self._subcommand_parsers.get("fit") if add_subcommands else None
+            if fit is not None:
+                fit._option_string_actions["--ckpt_path"].help = CKPT_PATH_HELP
+
+        def _parse_ckpt_path(self) -> None:
+            # Lightning would torch.load the whole checkpoint here (GBs for full fine-tuning) and let its
+            # hyperparameters silently override the command line. Runs instead resume with the settings
+            # they started with, checked against the run's config.yaml in before_fit.
+            pass
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.set_defaults(
                 {
                     "trainer.max_epochs": 5,
                     "trainer.precision": "32-true",
                     "trainer.log_every_n_steps": 5,
+                    # Logged once the run ends, with its final numbers (runs.log_hparams), for the HPARAMS tab.
+                    "trainer.enable_autolog_hparams": False,
                     "trainer.logger": DEFAULT_LOGGER,
                     "trainer.callbacks": DEFAULT_CALLBACKS,
                 }
@@ -112,6 +133,8 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             session.run, session.fresh = _resolve_run(config)
             session.trainer = self.trainer
             _point_at_run(self.trainer, session.run, fresh=session.fresh)
+            if session.fresh:
+                _write_tensorboard_layout(self.trainer, self.datamodule)
             if session.run.resumed_from is not None:
                 _check_resume_matches(self.parser, self.config, self.subcommand, session.run)
                 self.config_init[self.subcommand]["ckpt_path"] = str(session.run.resumed_from)
@@ -138,7 +161,13 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
         save_config_callback=RunConfig,
         seed_everything_default=42,
         auto_configure_optimizers=False,  # TLIModule owns its optimizer and schedule (--model.*)
-        parser_kwargs={"prog": "python -m tli_lightning", "description": DESCRIPTION},
+        parser_kwargs={
+            "prog": "python -m tli_lightning",
+            "description": DESCRIPTION,
+            "fit": {"description": DESCRIPTION},
+            "validate": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_HELP},
+            "test": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_HELP},
+        },
     )
 
 
@@ -219,6 +248,15 @@ def _point_at_run(trainer, run, fresh: bool) -> None:
             callback.dirpath = str(run.checkpoint_dir)
 
 
+def _write_tensorboard_layout(trainer, datamodule) -> None:
+    """One custom-scalars layout per run (TensorBoard reads the first a run writes)."""
+    from tli_lightning.plots import tensorboard_layout
+
+    writer = getattr(trainer.loggers[0], "experiment", None)
+    if trainer.is_global_zero and hasattr(writer, "add_custom_scalars"):
+        writer.add_custom_scalars(tensorboard_layout(["trained", "control"], list(getattr(datamodule, "xnli", {}))))
+
+
 def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
     """A run goes on with the settings it started with: compare with its saved config.yaml."""
     import yaml
@@ -251,6 +289,7 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
         return
     summary = runs.summarize(trainer, run, status)
     path = runs.write_summary(run, summary)
+    runs.log_hparams(trainer.loggers[0], summary)
     out = sys.stdout if status == "finished" else sys.stderr
     print(runs.format_summary(summary, path), file=out)
     if status != "finished":

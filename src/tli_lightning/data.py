@@ -24,7 +24,7 @@ from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import LeakagePolicy, Pair, read_lexicon, resolve_leakage, split_control
 from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader, batches_per_epoch
 from tli_lightning.tiny_model import demo_data_path
-from tli_lightning.xnli import XNLIExample, load_xnli, stratified_indices
+from tli_lightning.xnli import XNLIExample, candidate_templates, load_xnli, stratified_indices
 
 log = logging.getLogger(__name__)
 DEMO = "demo"
@@ -97,6 +97,8 @@ class TLIDataModule(L.LightningDataModule):
             raise TLIError(f"xnli_limit must be at least 1 (or null for every example), got {xnli_limit}")
         if not xnli_languages:
             raise TLIError("xnli_languages must name at least one language, e.g. [sw, en]")
+        for language in xnli_languages:
+            candidate_templates(language)  # lm-eval's verbalizers must exist: refused now, not after loading a model
         if control_path == DEMO and lexicon_path != DEMO:
             raise TLIError(
                 "control_path 'demo' is the bundled control set of the bundled lexicon; with your own "

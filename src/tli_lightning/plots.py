@@ -1,4 +1,8 @@
-"""Figures people would rather look at than read: per-layer alignment, XNLI over epochs."""
+"""Figures people would rather look at than read: per-layer alignment, XNLI over epochs.
+
+Sized to stay readable as TensorBoard thumbnails: one row of panels, large text, the baseline
+drawn where a reader needs it (random pairs, chance).
+"""
 
 from __future__ import annotations
 
@@ -9,31 +13,38 @@ import matplotlib
 matplotlib.use("Agg")  # files and TensorBoard only; never a window
 import matplotlib.pyplot as plt  # noqa: E402
 
-PANELS = ("cos", "cos_random", "gap", "cos_centered", "cos_bos", "p_at_1_s2t")
-_TITLES = {
-    "cos": "translation-pair cosine",
-    "cos_random": "shuffled-pair cosine (baseline)",
-    "gap": "gap = pair - shuffled",
-    "cos_centered": "mean-centered pair cosine",
-    "cos_bos": "cosine with BOS in the mean (artefact)",
-    "p_at_1_s2t": "P@1 source -> target",
-}
+plt.rcParams.update({"font.size": 12, "axes.titlesize": 13, "legend.fontsize": 10})
+LAYER_LABEL = "layer (hidden_states index; 0 = embeddings)"
 
 
 def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str = ""):
-    """Per-layer curves of an :func:`~tli_lightning.alignment.alignment_report`, optionally against a baseline."""
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7), sharex=True)
-    for ax, metric in zip(axes.flat, PANELS):
-        for index, (name, entry) in enumerate(now["sets"].items()):
-            color = f"C{index}"
-            if baseline is not None and name in baseline["sets"]:
-                ax.plot(baseline["layers"], baseline["sets"][name][metric], color=color, linestyle="--", alpha=0.6, label=f"{name} (before)")
-            ax.plot(now["layers"], entry[metric], color=color, marker=".", label=name)
-        ax.set_title(_TITLES[metric], fontsize=10)
+    """Per-layer alignment of an :func:`~tli_lightning.alignment.alignment_report` (or its summary).
+
+    Three panels: the translation-pair cosine with the random-pair cosine under it (their distance is
+    the evidence), the gap between them, and retrieval P@1 against chance. Dashed: before training.
+    """
+    fig, (cos_ax, gap_ax, p_ax) = plt.subplots(1, 3, figsize=(15, 4.6))
+    for index, (name, entry) in enumerate(now["sets"].items()):
+        color = f"C{index}"
+        before = baseline["sets"].get(name) if baseline is not None else None
+        layers = now["layers"]
+        cos_ax.plot(layers, entry["cos"], color=color, marker=".", label=f"{name} pairs")
+        cos_ax.plot(layers, entry["cos_random"], color=color, linestyle=":", label=f"{name} random pairs")
+        gap_ax.plot(layers, entry["gap"], color=color, marker=".", label=name)
+        p_ax.plot(layers, entry["p_at_1_s2t"], color=color, marker=".", label=name)
+        if before is not None:
+            gap_ax.plot(baseline["layers"], before["gap"], color=color, linestyle="--", alpha=0.6, label=f"{name}, before")
+            p_ax.plot(baseline["layers"], before["p_at_1_s2t"], color=color, linestyle="--", alpha=0.6)
+        if entry.get("candidates"):
+            p_ax.axhline(1 / entry["candidates"], color=color, linestyle=":", alpha=0.7, label=f"chance ({name})")
+    gap_ax.axhline(0.0, color="grey", linewidth=0.8)
+    cos_ax.set_title("cosine: translations vs random pairs")
+    gap_ax.set_title("gap = pair - random-pair cosine")
+    p_ax.set_title("retrieval P@1 (source -> target)")
+    for ax in (cos_ax, gap_ax, p_ax):
+        ax.set_xlabel(LAYER_LABEL)
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
-        ax.set_xlabel("layer (hidden_states index; 0 = embeddings)")
-    axes[0, 0].legend(fontsize=8)
+        ax.legend(loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -41,14 +52,27 @@ def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str =
 
 def retention_figure(history: Sequence[Mapping[str, float]], languages: Sequence[str]):
     """Accuracy per language over evaluations (0 = before training), with chance at 1/3."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     for language in languages:
         points = [(h["epoch"], h[f"xnli/{language}/acc"]) for h in history if f"xnli/{language}/acc" in h]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=language)
     ax.axhline(1 / 3, color="grey", linestyle=":", label="chance")
     ax.set_xlabel("epochs trained")
     ax.set_ylabel("zero-shot XNLI accuracy")
+    ax.set_title("zero-shot XNLI (lm-eval definition)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def tensorboard_layout(pair_sets: Sequence[str], languages: Sequence[str]) -> dict:
+    """A custom-scalars layout: every layer of an alignment metric in one chart, every language in one."""
+    alignment = {
+        f"{name}: {metric}": ["Multiline", [rf"align/{name}/{metric}/layer_\d+"]]
+        for name in pair_sets
+        for metric in ("gap", "cos", "cos_random", "p_at_1_s2t")
+    }
+    xnli = {f"{what} per language": ["Multiline", [rf"xnli/({'|'.join(languages)})/{what}"]] for what in ("acc", "retention")}
+    training = {"contrastive loss": ["Multiline", [r"train/loss_epoch", r"val/loss"]]}
+    return {"alignment, all layers": alignment, "zero-shot XNLI": xnli, "training": training}

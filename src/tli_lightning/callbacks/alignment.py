@@ -122,7 +122,7 @@ class LayerwiseAlignment(EpochMeasurement):
         report["epoch"] = trainer.current_epoch + (0 if name == "baseline" else 1)
         report["global_step"] = trainer.global_step
         summary = {k: v for k, v in report.items() if k != "sets"}
-        summary["sets"] = {s: {m: e[m] for m in METRICS} for s, e in report["sets"].items()}
+        summary["sets"] = {s: {**{m: e[m] for m in METRICS}, "candidates": e["candidates"]} for s, e in report["sets"].items()}
         summary["name"] = name
         if self.baseline is None:
             self.baseline = summary

@@ -1,0 +1,118 @@
+"""Every shipped config: documented key by key, true to the code, and run through the real CLI on the tiny model."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_helpers import QUICK, REPO, cli, run_main
+
+CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+ARMS = sorted((REPO / "configs" / "lugha_llama_8b").glob("*.yaml"))
+ON_TINY = ["--model.model_name_or_path=tiny", "--data.lexicon_path=demo", "--data.control_path=demo", "--data.xnli_source=demo"]
+
+
+def _keys(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        out += _keys(value, dotted + ".") if isinstance(value, dict) else [dotted]
+    return out
+
+
+@pytest.fixture(scope="module")
+def defaults() -> dict:
+    code, out, err = run_main(["fit", "--print_config"])
+    assert code == 0, err
+    return yaml.safe_load(out)
+
+
+def _default(defaults: dict, dotted: str, config: dict):
+    """The default of a dotted key: from the parser, or, inside a class's init_args, from its signature."""
+    if dotted.endswith(".class_path"):  # choosing a class for an option: that option's default
+        return _default(defaults, dotted.removesuffix(".class_path"), config)
+    node: object = defaults
+    parts = dotted.split(".")
+    for index, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            continue
+        if part == "init_args":  # a class chosen in this config (e.g. trainer.strategy): its own default
+            owner = config
+            for p in parts[:index]:
+                owner = owner[p]
+            module, _, name = owner["class_path"].rpartition(".")
+            return inspect.signature(getattr(importlib.import_module(module), name)).parameters[parts[index + 1]].default
+        raise KeyError(dotted)
+    return node
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
+def test_each_config_is_a_documented_recipe(path, defaults):
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    run = re.fullmatch(r"# Run: python -m tli_lightning fit((?: --config \S+)+)", lines[0])
+    assert run, f"{path.name} must start with the command that runs it"
+    named = run.group(1).split(" --config ")[1:]
+    assert str(path.relative_to(REPO)) in named and all((REPO / n).is_file() for n in named)
+    assert len(lines) <= 70
+    config = yaml.safe_load(text)
+    for index, line in enumerate(lines):
+        key = re.match(r"^( *)(\w+):", line)
+        if not key or lines[index + 1 : index + 2] and lines[index + 1].startswith(key.group(1) + "  "):
+            continue  # a section, not a setting
+        comment = lines[index - 1].strip()
+        assert comment.startswith("#"), f"{path.name}:{index + 1}: {key.group(2)} has no comment of its own"
+        stated = re.search(r"\(default: (.*)\)$", comment)
+        assert stated, f"{path.name}:{index}: the comment of {key.group(2)} does not give its default"
+    for dotted in _keys(config):
+        comment = lines[next(i for i, line in enumerate(lines) if re.match(rf"^ *{dotted.split('.')[-1]}:", line)) - 1]
+        stated = yaml.safe_load(re.search(r"\(default: (.*)\)$", comment).group(1))
+        assert stated == _default(defaults, dotted, config), f"{path.name}: {dotted}: the comment's default is wrong"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(c.relative_to(REPO / "configs")) for c in CONFIGS])
+def test_every_config_key_is_an_option_of_fit(path):
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    _, help_text, _ = run_main(["fit", "--help"])
+    for dotted in _keys(config):
+        dotted = dotted.removesuffix(".class_path")  # choosing the class of an option: the option itself
+        if ".init_args." in dotted:  # documented in the chosen class's own help
+            owner, _, arg = dotted.partition(".init_args.")
+            class_path = yaml.safe_load(path.read_text()).get(owner.split(".")[0], {}).get(owner.split(".")[1], {}).get("class_path")
+            _, class_help, _ = run_main(["fit", f"--{owner}.help", class_path or "lightning.pytorch.loggers.TensorBoardLogger"])
+            assert f"--{owner}.{arg}" in class_help or f"--{owner}.init_args.{arg}" in class_help, dotted
+        else:
+            assert f"--{dotted} " in help_text or f"--{dotted}\n" in help_text, f"{path.name}: {dotted} is not an option of fit"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ARMS, ids=[a.stem for a in ARMS])
+def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_dir, path):
+    # The recipe as shipped (precision, quantization, optimizer, checkpointing...), with only the 8B model
+    # and the real data swapped for the tiny model and the bundled data; two optimizer steps.
+    probe = tmp_path / "probe.json"
+    result = cli(["fit", "--config", str(path), *ON_TINY, *QUICK, "--data.xnli_limit=3", "--trainer.max_steps=2",
+                  "--trainer.callbacks+=probes.ArmProbe", f"--trainer.callbacks.report={probe}"], tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    found = json.loads(probe.read_text())
+    assert found["gradients"] == found["trainable"] > 0 and found["precision"] == "bf16-mixed"
+    assert (found["lora"] > 0) == ("lora" in path.stem) and (found["packed"] > 0) == ("lora" in path.stem)
+    summary = json.loads((tmp_path / "logs" / path.stem / "version_0" / "summary.json").read_text())
+    assert summary["name"] == path.stem and summary["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_the_demo_grid_runs_the_recipes_with_overrides_only(tmp_path, tiny_dir):
+    grid = (REPO / "tools" / "demo_grid.py").read_text()
+    assert "configs/demo/on_tiny_model.yaml" in grid.replace('" / "', "/").replace('"configs" / ', "configs/")
+    result = cli(["fit", "--config", str(REPO / "configs/lugha_llama_8b/tli_lora_early.yaml"),
+                  "--config", str(REPO / "configs/demo/on_tiny_model.yaml"), *QUICK, "--trainer.max_epochs=1"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "run tli_lora_early/version_0 finished" in result.stdout

@@ -1,0 +1,105 @@
+"""The paired statistics of ``compare``, each against scipy/numpy on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+from tli_lightning.stats import bootstrap_ci, describe, mcnemar_exact, paired_stats, welch
+
+
+def _shifted(n: int = 60, shift: float = 0.1, noise: float = 0.02, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    baseline = rng.uniform(0.2, 0.5, n)
+    return baseline + shift + rng.normal(0, noise, n), baseline
+
+
+def test_paired_stats_on_a_shift_match_scipy_and_cover_the_shift():
+    final, baseline = _shifted()
+    out = paired_stats(final, baseline, seed=0)
+    d = final - baseline
+    assert out["n"] == 60
+    assert out["mean_gain"] == pytest.approx(d.mean(), abs=1e-15)
+    assert out["mean_gain"] == pytest.approx(0.1, abs=0.01)
+    assert out["mean_baseline"] == pytest.approx(baseline.mean()) and out["mean_final"] == pytest.approx(final.mean())
+    assert out["sd_gain"] == pytest.approx(d.std(ddof=1))
+    assert out["ci_low"] < out["mean_gain"] < out["ci_high"]
+    assert out["ci_low"] < 0.1 < out["ci_high"]
+    t, w = sp.ttest_rel(final, baseline), sp.wilcoxon(final, baseline)
+    assert (out["t_statistic"], out["t_pvalue"]) == (pytest.approx(t.statistic), pytest.approx(t.pvalue))
+    assert (out["wilcoxon_statistic"], out["wilcoxon_pvalue"]) == (pytest.approx(w.statistic), pytest.approx(w.pvalue))
+    assert out["t_pvalue"] < 1e-10 and out["notes"] == []
+
+
+def test_a_constant_shift_gives_that_gain_and_a_degenerate_interval_around_it():
+    baseline = np.linspace(0.0, 1.0, 20)
+    out = paired_stats(baseline + 0.25, baseline, seed=0)
+    assert out["mean_gain"] == pytest.approx(0.25, abs=1e-12)
+    assert out["ci_low"] == pytest.approx(0.25, abs=1e-12) and out["ci_high"] == pytest.approx(0.25, abs=1e-12)
+    assert out["t_pvalue"] == pytest.approx(0.0, abs=1e-12)  # scipy: infinite t for zero-variance differences
+    assert out["wilcoxon_pvalue"] == pytest.approx(sp.wilcoxon(baseline + 0.25, baseline).pvalue)
+
+
+def test_no_change_is_reported_as_not_computable_not_a_crash():
+    values = np.linspace(0.1, 0.9, 12)
+    out = paired_stats(values, values.copy(), seed=0)
+    assert out["mean_gain"] == 0.0 and out["ci_low"] == 0.0 and out["ci_high"] == 0.0
+    assert out["wilcoxon_statistic"] is None and out["wilcoxon_pvalue"] is None
+    assert out["t_statistic"] is None and out["t_pvalue"] is None
+    assert any("not computable" in note for note in out["notes"])
+
+
+def test_too_few_items_and_mismatched_inputs():
+    one = paired_stats([0.5], [0.25])
+    assert one["mean_gain"] == 0.25 and one["t_pvalue"] is None and one["wilcoxon_pvalue"] is None and one["notes"]
+    empty = paired_stats([], [])
+    assert empty["n"] == 0 and empty["mean_gain"] is None and empty["ci_low"] is None
+    with pytest.raises(ValueError, match="pair up"):
+        paired_stats([1.0, 2.0], [1.0])
+
+
+def test_bootstrap_is_reproducible_for_a_seed_and_equals_scipys_percentile_bootstrap():
+    final, baseline = _shifted(n=40, noise=0.05)
+    d = final - baseline
+    first, again, other = bootstrap_ci(d, seed=0), bootstrap_ci(d, seed=0), bootstrap_ci(d, seed=1)
+    assert first == again
+    assert first != other and other[0] == pytest.approx(first[0], abs=0.01)
+    reference = sp.bootstrap((d,), np.mean, n_resamples=10_000, method="percentile", rng=np.random.default_rng(0))
+    assert first == (pytest.approx(reference.confidence_interval.low, rel=1e-12),
+                     pytest.approx(reference.confidence_interval.high, rel=1e-12))
+    # Memory is bounded by drawing resamples in blocks; a count that is not a multiple of the block still works.
+    assert bootstrap_ci(d, seed=0, resamples=1234) == bootstrap_ci(d, seed=0, resamples=1234)
+    assert paired_stats(final, baseline, seed=5)["ci_low"] == bootstrap_ci(d, seed=5)[0]
+
+
+def test_mcnemar_on_a_constructed_table_is_the_exact_binomial_test_of_the_discordant_pairs():
+    # 5 right both times, 2 right only before, 8 right only after, 5 wrong both times.
+    before = [True] * 5 + [True] * 2 + [False] * 8 + [False] * 5
+    after = [True] * 5 + [False] * 2 + [True] * 8 + [False] * 5
+    out = mcnemar_exact(before, after)
+    assert out["n"] == 20 and out["only_baseline_correct"] == 2 and out["only_final_correct"] == 8
+    assert out["baseline_correct"] == 7 and out["final_correct"] == 13
+    assert out["acc_baseline"] == pytest.approx(0.35) and out["acc_final"] == pytest.approx(0.65)
+    assert out["acc_diff"] == pytest.approx(0.3)
+    assert out["pvalue"] == pytest.approx(sp.binomtest(8, 10, 0.5).pvalue)
+    assert out["pvalue"] == pytest.approx(2 * sum(sp.binom.pmf(k, 10, 0.5) for k in (0, 1, 2)))
+
+
+def test_mcnemar_without_discordant_examples_has_p_one():
+    out = mcnemar_exact(np.array([1, 0, 1, 1], dtype=bool), np.array([1, 0, 1, 1], dtype=bool))
+    assert out["pvalue"] == 1.0 and out["acc_diff"] == 0.0
+    with pytest.raises(ValueError, match="same examples"):
+        mcnemar_exact([True], [True, False])
+
+
+def test_describe_and_welch():
+    d = describe([0.1, 0.3, None, float("nan")])
+    assert d["n"] == 2 and d["mean"] == pytest.approx(0.2) and d["sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    assert (d["min"], d["max"]) == (0.1, 0.3)
+    assert describe([0.5])["sd"] is None and describe([])["mean"] is None
+    a, b = [0.1, 0.2, 0.15, 0.12], [0.3, 0.35, 0.28]
+    w = welch(a, b)
+    assert w["difference"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert w["pvalue"] == pytest.approx(sp.ttest_ind(a, b, equal_var=False).pvalue)
+    assert welch([0.1], [0.2, 0.3])["pvalue"] is None

@@ -1,0 +1,168 @@
+"""Regenerate tests/golden/lm_eval_tiny_xnli.json: lm-eval's own XNLI log-likelihoods on the tiny model.
+
+Usage, from the project venv, with lm-eval 0.4.x installed in its own venv::
+
+    python3 -m venv /tmp/lmeval-venv && . /tmp/lmeval-venv/bin/activate \\
+        && pip install torch==2.13.0 && pip install "lm_eval[hf]==0.4.*" && deactivate
+    . .venv/bin/activate
+    python tools/make_lm_eval_golden.py --lm-eval /tmp/lmeval-venv/bin/lm_eval
+
+It builds (or finds) the embedded tiny model with this project's recipe (``$TLI_CACHE_DIR``,
+default ~/.cache/tli_lightning), writes the first ``--n`` (12) Swahili and English bundled demo
+examples to temporary JSONL files, and runs lm-eval once, offline, on both through custom task
+YAMLs that use lm-eval's XNLI prompt and verbalizers (``--model hf``, float32, CPU, batch size 1,
+``--log_samples``). The golden file holds the exact command line, lm_eval / transformers / torch
+versions of the lm-eval venv, the sha256 of the model's ``model.safetensors`` and
+``tokenizer.json``, and per language the examples with lm-eval's three per-candidate
+log-likelihoods and its predicted index. tests/test_lm_eval_golden.py checks
+``tli_lightning.zeroshot.score_xnli`` against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "tests" / "golden" / "lm_eval_tiny_xnli.json"
+LANGUAGES = ("sw", "en")
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+COMMAND = "python tools/make_lm_eval_golden.py --lm-eval /tmp/lmeval-venv/bin/lm_eval"
+
+
+def task_yaml(name: str, language: str, data_file: Path) -> str:
+    """lm-eval's xnli_<lang> prompt on a local JSONL file (as in benchmarks/lm_eval_agreement.py)."""
+    from tli_lightning.xnli import VERBALIZERS
+
+    question, yes, also, no = VERBALIZERS[language]
+    choices = ",".join(f'premise+", {question}? {word}, "+hypothesis' for word in (yes, also, no))
+    return "\n".join([
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    validation: {data_file}",
+        "output_type: multiple_choice",
+        "validation_split: validation",
+        "doc_to_text: ''",
+        "doc_to_target: label",
+        f"doc_to_choice: '{{{{[{choices}]}}}}'",
+        "metric_list:",
+        "  - metric: acc",
+        "",
+    ])
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(model_dir: Path) -> dict[str, str]:
+    """What identifies the tiny model: its weights and its tokenizer."""
+    return {name: sha256(Path(model_dir) / name) for name in ("model.safetensors", "tokenizer.json")}
+
+
+def lm_eval_python(lm_eval: str) -> str:
+    """The interpreter of the lm-eval venv: the executable's shebang, else its sibling ``python``."""
+    path = Path(shutil.which(lm_eval) or lm_eval)
+    first = path.read_bytes().split(b"\n", 1)[0].decode(errors="replace")
+    if first.startswith("#!") and "python" in first:
+        return first[2:].strip().split()[0]
+    return str(path.parent / "python")
+
+
+def lm_eval_versions(python: str) -> dict[str, str]:
+    code = ("import importlib.metadata as m, json, sys; "
+            "print(json.dumps({p: m.version(p) for p in ('lm_eval', 'transformers', 'torch', 'datasets', 'tokenizers')}"
+            " | {'python': sys.version.split()[0]}))")
+    return json.loads(subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout)
+
+
+def argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=values.__getitem__)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable of the lm-eval venv")
+    parser.add_argument("--n", type=int, default=12, help="first N demo examples per language (default: 12)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"golden file (default: {DEFAULT_OUTPUT.relative_to(ROOT)})")
+    args = parser.parse_args()
+
+    from tli_lightning.tiny_model import build_tiny_model, demo_data_path
+
+    model = Path(build_tiny_model())
+    work = Path(tempfile.mkdtemp(prefix="tli_lm_eval_golden_"))
+    try:
+        tasks_dir, out = work / "tasks", work / "out"
+        tasks_dir.mkdir()
+        examples: dict[str, list[dict]] = {}
+        names = {}
+        for language in LANGUAGES:
+            rows = demo_data_path(f"xnli_{language}.jsonl").read_text(encoding="utf-8").splitlines()[: args.n]
+            examples[language] = [{k: json.loads(r)[k] for k in ("premise", "hypothesis", "label")} for r in rows]
+            data = work / f"xnli_{language}.jsonl"
+            data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples[language]), encoding="utf-8")
+            names[language] = f"tli_xnli_{language}"
+            (tasks_dir / f"{names[language]}.yaml").write_text(task_yaml(names[language], language, data), encoding="utf-8")
+
+        command = [args.lm_eval, "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
+                   "--tasks", ",".join(names.values()), "--include_path", str(tasks_dir), "--device", "cpu",
+                   "--batch_size", "1", "--log_samples", "--output_path", str(out)]
+        print("+", " ".join(f"{k}={v}" for k, v in OFFLINE.items()), shlex.join(command), flush=True)
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **OFFLINE})
+        if result.returncode != 0:
+            sys.exit(f"lm_eval failed (exit {result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+
+        golden = {
+            "description": "lm-evaluation-harness's own per-candidate XNLI log-likelihoods on the embedded tiny model "
+                           "(tests/test_lm_eval_golden.py). Candidate j of an example is scored as the summed "
+                           "log-probability of ' ' + premise + ', {question}? {verbalizer_j}, ' + hypothesis given BOS.",
+            "regenerate": COMMAND,
+            "commands": [" ".join(f"{k}={v}" for k, v in OFFLINE.items()) + " " + shlex.join(command)],
+            "versions": lm_eval_versions(lm_eval_python(args.lm_eval)),
+            "model_fingerprint": fingerprint(model),
+            "languages": {},
+        }
+        for language in LANGUAGES:
+            files = glob.glob(str(out / "**" / f"samples_{names[language]}_*.jsonl"), recursive=True)
+            if len(files) != 1:
+                sys.exit(f"expected one samples file for {names[language]} under {out}, found {files}")
+            samples = sorted((json.loads(line) for line in open(files[0], encoding="utf-8")), key=lambda s: s["doc_id"])
+            if [s["doc_id"] for s in samples] != list(range(len(examples[language]))):
+                sys.exit(f"{language}: lm-eval logged doc ids {[s['doc_id'] for s in samples]}")
+            rows = []
+            for example, sample in zip(examples[language], samples):
+                if {k: sample["doc"][k] for k in example} != example:
+                    sys.exit(f"{language}: lm-eval's doc {sample['doc']} is not {example}")
+                # lm-eval logs each response as [str(loglikelihood), str(is_greedy)].
+                loglik = [float(r[0]) for r in sample["filtered_resps"]]
+                if len(loglik) != 3:
+                    sys.exit(f"{language}: expected 3 responses, got {sample['filtered_resps']}")
+                rows.append({**example, "loglikelihoods": loglik, "prediction": argmax(loglik)})
+            golden["languages"][language] = {"task": names[language], "examples": rows}
+            acc = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
+            print(f"{language}: {len(rows)} examples, lm-eval acc {acc:.3f}")
+
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
