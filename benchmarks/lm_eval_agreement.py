@@ -35,45 +35,90 @@ def argmax(values: list[float]) -> int:
 def task_yaml(name: str, language: str, data_file: Path) -> str:
     question, yes, also, no = VERBALIZERS[language]
     choices = ",".join(f'premise+", {question}? {word}, "+hypothesis' for word in (yes, also, no))
-    return "\n".join([
-        f"task: {name}",
-        "dataset_path: json",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    validation: {data_file}",
-        "output_type: multiple_choice",
-        "validation_split: validation",
-        "doc_to_text: ''",
-        "doc_to_target: label",
-        f"doc_to_choice: '{{{{[{choices}]}}}}'",
-        "metric_list:",
-        "  - metric: acc",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"task: {name}",
+            "dataset_path: json",
+            "dataset_kwargs:",
+            "  data_files:",
+            f"    validation: {data_file}",
+            "output_type: multiple_choice",
+            "validation_split: validation",
+            "doc_to_text: ''",
+            "doc_to_target: label",
+            f"doc_to_choice: '{{{{[{choices}]}}}}'",
+            "metric_list:",
+            "  - metric: acc",
+            "",
+        ]
+    )
 
 
-def run_lm_eval(lm_eval: str, model: Path, language: str, data_file: Path, batch_size: int, work: Path) -> tuple[float, list[list[float]]]:
+def run_lm_eval(
+    lm_eval: str, model: Path, language: str, data_file: Path, batch_size: int, work: Path
+) -> tuple[float, list[list[float]]]:
     tasks = work / f"tasks_{language}"
     tasks.mkdir(exist_ok=True)
     name = f"tli_xnli_{language}"
     (tasks / f"{name}.yaml").write_text(task_yaml(name, language, data_file), encoding="utf-8")
     out = work / f"lm_eval_{language}_{batch_size}"
-    command = [lm_eval, "--model", "hf", "--model_args", f"pretrained={model},dtype=float32", "--tasks", name,
-               "--include_path", str(tasks), "--device", "cpu", "--batch_size", str(batch_size),
-               "--log_samples", "--output_path", str(out)]
+    command = [
+        lm_eval,
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model},dtype=float32",
+        "--tasks",
+        name,
+        "--include_path",
+        str(tasks),
+        "--device",
+        "cpu",
+        "--batch_size",
+        str(batch_size),
+        "--log_samples",
+        "--output_path",
+        str(out),
+    ]
     start = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
+    subprocess.run(
+        command,
+        check=True,
+        capture_output=True,
+        env={**__import__("os").environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
     seconds = time.perf_counter() - start
-    samples = [json.loads(line) for f in glob.glob(str(out / "**" / f"samples_{name}_*.jsonl"), recursive=True) for line in open(f)]
+    samples = [
+        json.loads(line)
+        for f in glob.glob(str(out / "**" / f"samples_{name}_*.jsonl"), recursive=True)
+        for line in Path(f).read_text(encoding="utf-8").splitlines()
+    ]
     samples.sort(key=lambda s: s["doc_id"])
     # lm-eval logs each response as [str(loglikelihood), str(is_greedy)].
     return seconds, [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
 
 
-def run_ours(model: Path, language: str, data_file: Path, batch_size: int, work: Path) -> tuple[float, list[list[float]]]:
+def run_ours(
+    model: Path, language: str, data_file: Path, batch_size: int, work: Path
+) -> tuple[float, list[list[float]]]:
     out = work / f"ours_{language}.jsonl"
-    command = [sys.executable, "-m", "tli_lightning", "zeroshot", "--model", str(model), "--data", str(data_file),
-               "--language", language, "--batch-size", str(batch_size), "--output", str(out), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "tli_lightning",
+        "zeroshot",
+        "--model",
+        str(model),
+        "--data",
+        str(data_file),
+        "--language",
+        language,
+        "--batch-size",
+        str(batch_size),
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     seconds = time.perf_counter() - start
@@ -104,26 +149,33 @@ def main() -> None:
         assert len(theirs) == len(ours), (len(theirs), len(ours))
         diff = max(abs(a - b) for t, o in zip(theirs, ours) for a, b in zip(t, o))
         differing = [i for i, (t, o) in enumerate(zip(theirs, ours)) if argmax(t) != argmax(o)]
-        print(f"{language}: {len(ours)} examples, max |loglik difference| = {diff:.2e}, "
-              f"identical predictions {len(ours) - len(differing)}/{len(ours)}")
+        print(
+            f"{language}: {len(ours)} examples, max |loglik difference| = {diff:.2e}, "
+            f"identical predictions {len(ours) - len(differing)}/{len(ours)}"
+        )
         for i in differing:
             gap = sorted(theirs[i])[-1] - sorted(theirs[i])[-2]
             print(f"    example {i}: lm-eval {theirs[i]}, ours {ours[i]} (lm-eval's top-two gap {gap:.1e})")
 
     print(f"\n== speed: whole process, first {args.speed_n} sw examples, same model, file and machine")
     subset = work / "sw_subset.jsonl"
-    subset.write_text("".join(open(SHARED / "xnli_sw_validation.jsonl").readlines()[: args.speed_n]), encoding="utf-8")
+    rows = (SHARED / "xnli_sw_validation.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    subset.write_text("".join(rows[: args.speed_n]), encoding="utf-8")
     # Alternating runs, median of --repeats each, so neither side gets the warm file cache alone.
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         runs.setdefault("tli_lightning zeroshot --batch-size 32", []).append(run_ours(model, "sw", subset, 32, work)[0])
         for batch_size in (1, 32):
-            runs.setdefault(f"lm_eval --batch_size {batch_size}", []).append(run_lm_eval(args.lm_eval, model, "sw", subset, batch_size, work)[0])
+            runs.setdefault(f"lm_eval --batch_size {batch_size}", []).append(
+                run_lm_eval(args.lm_eval, model, "sw", subset, batch_size, work)[0]
+            )
     medians = {label: statistics.median(times) for label, times in runs.items()}
     ours_s = medians["tli_lightning zeroshot --batch-size 32"]
     for label, seconds in medians.items():
-        print(f"{label:42s} median {seconds:6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in runs[label])})  "
-              f"time / ours: {seconds / ours_s:4.2f}x")
+        print(
+            f"{label:42s} median {seconds:6.1f} s  (runs: {', '.join(f'{t:.1f}' for t in runs[label])})  "
+            f"time / ours: {seconds / ours_s:4.2f}x"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -39,14 +39,27 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_model())
     directory = tempfile.mkdtemp(prefix="tli_trunc_")
-    config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 3, num_hidden_layers=args.blocks,
-                         num_attention_heads=8, num_key_value_heads=8, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 3,
+        num_hidden_layers=args.blocks,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     model, tokenizer = load_causal_lm(directory, quantization="nf4", compute_dtype="float32")
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 1]))
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 1]
+        ),
+    )
     pairs = [line.split("\t") for line in demo_data_path("lexicon_trained.tsv").read_text().splitlines()[1:9]]
     batch = tokenize_words(tokenizer, [s for s, _ in pairs] + [t.strip() for _, t in pairs])
 
@@ -55,7 +68,9 @@ def main() -> None:
         if truncated:
             hidden = hidden_state_at(model, batch.input_ids, batch.attention_mask, 2)
         else:
-            hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states[2]
+            hidden = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+            ).hidden_states[2]
         source, target = masked_mean(hidden, batch.word_mask).split(len(pairs))
         loss = triplet_hardest_negative(source, target).loss
         loss.backward()
@@ -71,10 +86,16 @@ def main() -> None:
             seconds, losses[truncated] = step(truncated)
             times[truncated].append(seconds)
     full, trunc = statistics.median(times[False]), statistics.median(times[True])
-    print(f"model: Llama {args.blocks} blocks, hidden {args.hidden}, vocab {args.vocab}, NF4, LoRA r=16 on q/v of blocks 0-1; batch 8 pairs")
+    print(
+        f"model: Llama {args.blocks} blocks, hidden {args.hidden}, vocab {args.vocab}, NF4, "
+        "LoRA r=16 on q/v of blocks 0-1; batch 8 pairs"
+    )
     print(f"full forward, hidden_states[2]:      {full * 1000:8.1f} ms/step (median of {args.steps})")
     print(f"truncated forward (tli_lightning):   {trunc * 1000:8.1f} ms/step (median of {args.steps})")
-    print(f"speed-up: {full / trunc:.2f}x; same loss: {abs(losses[False] - losses[True]) < 1e-5} ({losses[False]:.6f} vs {losses[True]:.6f})")
+    print(
+        f"speed-up: {full / trunc:.2f}x; same loss: {abs(losses[False] - losses[True]) < 1e-5} "
+        f"({losses[False]:.6f} vs {losses[True]:.6f})"
+    )
 
 
 if __name__ == "__main__":

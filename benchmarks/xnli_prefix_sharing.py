@@ -35,9 +35,17 @@ def main() -> None:
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(build_tiny_model())
     directory = tempfile.mkdtemp(prefix="tli_prefix_")
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.hidden * 3,
-                         num_hidden_layers=args.blocks, num_attention_heads=8, num_key_value_heads=8,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 3,
+        num_hidden_layers=args.blocks,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -56,11 +64,16 @@ def main() -> None:
         shared = score_with_shared_prefix(model, tokenizer, groups, batch_size=args.batch_size)
         times["shared prefix"].append(time.perf_counter() - start)
     base = statistics.median(times["independent"])
-    print(f"model: Llama {args.blocks} blocks, hidden {args.hidden}, float32; {len(examples)} sw examples from {source.name}")
+    print(
+        f"model: Llama {args.blocks} blocks, hidden {args.hidden}, float32; "
+        f"{len(examples)} sw examples from {source.name}"
+    )
     for label, runs in times.items():
         print(f"{label:14s} median {statistics.median(runs):6.2f} s  speed-up {base / statistics.median(runs):4.2f}x")
-    print(f"max |score difference| {(shared - independent).abs().max().item():.2e}; "
-          f"same predictions: {bool((shared.argmax(1) == independent.argmax(1)).all())}")
+    print(
+        f"max |score difference| {(shared - independent).abs().max().item():.2e}; "
+        f"same predictions: {bool((shared.argmax(1) == independent.argmax(1)).all())}"
+    )
 
 
 if __name__ == "__main__":

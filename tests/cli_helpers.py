@@ -26,7 +26,12 @@ def cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None)
     """``python -m tli_lightning ARGS`` in ``cwd``, with tests/ importable (for injected callbacks)."""
     environment = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(TESTS), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "tli_lightning", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "tli_lightning", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -1,6 +1,7 @@
 """Faults injected into a real `python -m tli_lightning fit` run (put this directory on PYTHONPATH).
 
-    --trainer.callbacks+=faults.Fault --trainer.callbacks.kind=sigint --trainer.callbacks.epoch=1 --trainer.callbacks.batch=7
+--trainer.callbacks+=faults.Fault --trainer.callbacks.kind=sigint \\
+        --trainer.callbacks.epoch=1 --trainer.callbacks.batch=7
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Checks injected into real `python -m tli_lightning fit` runs (tests/ is on PYTHONPATH in cli_helpers.cli).
 
-    --trainer.callbacks+=probes.ArmProbe --trainer.callbacks.report=probe.json
+--trainer.callbacks+=probes.ArmProbe --trainer.callbacks.report=probe.json
 """
 
 from __future__ import annotations
@@ -30,20 +30,35 @@ class ArmProbe(L.Callback):
         assert all(d == torch.float32 for d in lora.values()), f"LoRA weights not float32: {set(lora.values())}"
         rotary = {n: b.dtype for n, b in pl_module.named_buffers() if "inv_freq" in n}
         assert rotary and all(d == torch.float32 for d in rotary.values()), f"rotary buffers: {rotary}"
-        packed = {n.removeprefix("model.").removeprefix("base_model.model.").removesuffix(".base_layer"): m.weight
-                  for n, m in pl_module.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+        packed = {
+            n.removeprefix("model.").removeprefix("base_model.model.").removesuffix(".base_layer"): m.weight
+            for n, m in pl_module.named_modules()
+            if isinstance(m, bnb.nn.Linear4bit)
+        }
         if hp.quantization != "none":
-            fresh, _ = load_causal_lm(hp.model_name_or_path, quantization=hp.quantization, compute_dtype=hp.compute_dtype)
+            fresh, _ = load_causal_lm(
+                hp.model_name_or_path, quantization=hp.quantization, compute_dtype=hp.compute_dtype
+            )
             expected = {n: m.weight for n, m in fresh.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
             assert packed.keys() == expected.keys() and packed, "4-bit layers differ from a fresh load"
             for name, weight in packed.items():
-                assert weight.dtype == torch.uint8 and torch.equal(weight.data, expected[name].data), f"{name} was altered"
+                assert weight.dtype == torch.uint8 and torch.equal(weight.data, expected[name].data), (
+                    f"{name} was altered"
+                )
         trainable = {n: p.dtype for n, p in named.items() if p.requires_grad}
         if hp.adaptation == "full":
             wanted = getattr(torch, hp.compute_dtype)
-            assert set(trainable.values()) == {wanted}, f"trainable weights {set(trainable.values())}, expected {wanted}"
+            assert set(trainable.values()) == {wanted}, (
+                f"trainable weights {set(trainable.values())}, expected {wanted}"
+            )
             assert not any("lm_head" in n for n in trainable), "the LM head is trainable but the loss cannot reach it"
-        self.found.update(lora=len(lora), rotary=len(rotary), packed=len(packed), trainable=len(trainable), precision=str(trainer.precision))
+        self.found.update(
+            lora=len(lora),
+            rotary=len(rotary),
+            packed=len(packed),
+            trainable=len(trainable),
+            precision=str(trainer.precision),
+        )
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if "gradients" in self.found:
@@ -52,7 +67,11 @@ class ArmProbe(L.Callback):
         assert not missing, f"trainable parameters without a gradient: {missing[:5]}"
         # LoRA's A matrices get zero gradient while B is still 0 (its initialisation); every B and every
         # full-rank weight must move.
-        zero = [n for n, p in pl_module.named_parameters() if p.requires_grad and "lora_A" not in n and not p.grad.abs().sum() > 0]
+        zero = [
+            n
+            for n, p in pl_module.named_parameters()
+            if p.requires_grad and "lora_A" not in n and not p.grad.abs().sum() > 0
+        ]
         assert not zero, f"trainable parameters with an all-zero gradient: {zero[:5]}"
         self.found["gradients"] = sum(1 for p in pl_module.parameters() if p.requires_grad)
 

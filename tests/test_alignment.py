@@ -27,9 +27,14 @@ def test_perfectly_aligned_pairs_beat_the_random_baseline():
 def test_the_random_baseline_is_the_exact_mean_over_every_wrong_pairing():
     g = torch.Generator().manual_seed(0)
     source, target = torch.randn(7, 16, generator=g), torch.randn(7, 16, generator=g)
-    brute = [F.cosine_similarity(source[i], target[j], dim=0) for i, j in itertools.product(range(7), repeat=2) if i != j]
+    brute = [
+        F.cosine_similarity(source[i], target[j], dim=0) for i, j in itertools.product(range(7), repeat=2) if i != j
+    ]
     assert float(mean_cross_cosine(source, target)) == pytest.approx(float(torch.stack(brute).mean()), abs=1e-6)
-    per_pair = [torch.stack([F.cosine_similarity(source[i], target[j], dim=0) for j in range(7) if j != i]).mean() for i in range(7)]
+    per_pair = [
+        torch.stack([F.cosine_similarity(source[i], target[j], dim=0) for j in range(7) if j != i]).mean()
+        for i in range(7)
+    ]
     torch.testing.assert_close(cross_cosine_per_pair(source, target), torch.stack(per_pair), atol=1e-6, rtol=0)
 
 
@@ -40,7 +45,9 @@ def test_a_shift_per_language_moves_cos_but_not_the_centered_cos():
     g = torch.Generator().manual_seed(0)
     table = {w: torch.randn(16, generator=g).tolist() for w in "abcdABCD"}
     shift_source, shift_target = torch.randn(16, generator=g) * 8, torch.randn(16, generator=g) * 8
-    shifted = {w: (torch.tensor(v) + (shift_source if w.islower() else shift_target)).tolist() for w, v in table.items()}
+    shifted = {
+        w: (torch.tensor(v) + (shift_source if w.islower() else shift_target)).tolist() for w, v in table.items()
+    }
     before, after = _report(table, pairs), _report(shifted, pairs)
     assert abs(after["cos"][0] - before["cos"][0]) > 0.2
     assert after["cos_centered"][0] == pytest.approx(before["cos_centered"][0], abs=1e-5)

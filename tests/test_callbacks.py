@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tli_lightning.callbacks import LayerwiseAlignment, ZeroShotRetention
-from tli_lightning.xnli import read_xnli_file
 from tli_lightning.tiny_model import demo_data_path
+from tli_lightning.xnli import read_xnli_file
 from tli_lightning.zeroshot import score_xnli
 
 PAIRS = {
@@ -51,8 +51,14 @@ def _xnli(n=7):
 
 def _fit(tmp_path, module, callbacks, max_epochs=2):
     trainer = L.Trainer(
-        max_epochs=max_epochs, callbacks=callbacks, logger=TensorBoardLogger(tmp_path, name="run"), default_root_dir=tmp_path,
-        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(tmp_path, name="run"),
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
     )
     trainer.fit(module)
     return trainer
@@ -68,7 +74,9 @@ def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
     assert sorted(p.name for p in (run / "alignment").iterdir()) == ["baseline.json", "epoch_01.json", "epoch_02.json"]
     baseline = json.loads((run / "xnli" / "baseline.json").read_text())
     direct = score_xnli(module.model, module.tokenizer, _xnli()["sw"], "sw")
-    torch.testing.assert_close(torch.tensor(baseline["languages"]["sw"]["loglikelihoods"], dtype=torch.float64), direct, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(baseline["languages"]["sw"]["loglikelihoods"], dtype=torch.float64), direct, atol=1e-4, rtol=0
+    )
     assert trainer.callback_metrics["xnli/sw/retention"].item() == pytest.approx(1.0)
     assert "align/control/gap/layer_02" in trainer.callback_metrics
     report = json.loads((run / "alignment" / "epoch_02.json").read_text())
@@ -91,7 +99,10 @@ def test_state_survives_a_checkpoint(tmp_path, tiny_dir):
 
 
 def test_importing_the_callbacks_does_not_import_the_cli():
-    code = "import sys, tli_lightning.callbacks; print('tli_lightning.cli' in sys.modules, 'lightning.pytorch.cli' in sys.modules)"
+    code = (
+        "import sys, tli_lightning.callbacks; "
+        "print('tli_lightning.cli' in sys.modules, 'lightning.pytorch.cli' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
 
@@ -101,13 +112,20 @@ def test_ddp_splits_the_work_and_gathers_every_example_once(tmp_path, tiny_dir):
     # Two CPU processes (gloo); 7 XNLI examples and 16 words: shards of unequal size.
     worker = Path(__file__).with_name("ddp_worker.py")
     for devices in (1, 2):
-        subprocess.run([sys.executable, str(worker), str(tmp_path), str(devices), str(worker.parent), str(tiny_dir)], check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, str(worker), str(tmp_path), str(devices), str(worker.parent), str(tiny_dir)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
 
     def read(devices, what):
         return json.loads((tmp_path / f"d{devices}" / "version_0" / what / "baseline.json").read_text())
 
     single, double = read(1, "xnli")["languages"]["sw"], read(2, "xnli")["languages"]["sw"]
     assert double["labels"] == single["labels"] and len(double["labels"]) == 7
-    torch.testing.assert_close(torch.tensor(double["loglikelihoods"]), torch.tensor(single["loglikelihoods"]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(double["loglikelihoods"]), torch.tensor(single["loglikelihoods"]), atol=1e-4, rtol=0
+    )
     a1, a2 = read(1, "alignment")["sets"]["control"], read(2, "alignment")["sets"]["control"]
     torch.testing.assert_close(torch.tensor(a2["per_pair_cos"]), torch.tensor(a1["per_pair_cos"]), atol=1e-4, rtol=0)

@@ -47,31 +47,74 @@ def _lexicon(tmp: Path, body: str | bytes) -> list[str]:
 
 # (arguments given the case's tmp directory, the one error line expected). Each is refused before a run exists.
 BAD_INPUT = {
-    "json_null_word": (lambda t: ["--data.lexicon_path", _write(t / "l.json", '[{"swahili": null, "english": "water"}]'),
-                                  "--data.control_path", "null"], "l.json: entry 1: entries must be non-empty strings, got None"),
-    "json_number_word": (lambda t: ["--data.lexicon_path", _write(t / "l.json", '[{"swahili": 7, "english": "seven"}]'),
-                                    "--data.control_path", "null"], "l.json: entry 1: entries must be non-empty strings, got 7"),
+    "json_null_word": (
+        lambda t: [
+            "--data.lexicon_path",
+            _write(t / "l.json", '[{"swahili": null, "english": "water"}]'),
+            "--data.control_path",
+            "null",
+        ],
+        "l.json: entry 1: entries must be non-empty strings, got None",
+    ),
+    "json_number_word": (
+        lambda t: [
+            "--data.lexicon_path",
+            _write(t / "l.json", '[{"swahili": 7, "english": "seven"}]'),
+            "--data.control_path",
+            "null",
+        ],
+        "l.json: entry 1: entries must be non-empty strings, got 7",
+    ),
     "latin1_bytes": (lambda t: _lexicon(t, b"caf\xe9\tcoffee\n"), "lex.tsv:4: not UTF-8 text (bytes b'\\xe9"),
-    "word_too_long": (lambda t: _lexicon(t, "m" * 10_000 + "\tlong\n"), "lex.tsv:4: entry of 10000 characters (at most 100)"),
-    "lexicon_is_a_directory": (lambda t: ["--data.lexicon_path", str(t), "--data.control_path", "null"], "is a directory; give the file itself"),
-    "lexicon_missing": (lambda t: ["--data.lexicon_path", str(t / "nope.tsv"), "--data.control_path", "null"], "lexicon file not found"),
+    "word_too_long": (
+        lambda t: _lexicon(t, "m" * 10_000 + "\tlong\n"),
+        "lex.tsv:4: entry of 10000 characters (at most 100)",
+    ),
+    "lexicon_is_a_directory": (
+        lambda t: ["--data.lexicon_path", str(t), "--data.control_path", "null"],
+        "is a directory; give the file itself",
+    ),
+    "lexicon_missing": (
+        lambda t: ["--data.lexicon_path", str(t / "nope.tsv"), "--data.control_path", "null"],
+        "lexicon file not found",
+    ),
     "tsv_short_row": (lambda t: _lexicon(t, "moto\n"), "lex.tsv:4: expected 2 tab-separated fields, got 1: ['moto']"),
-    "premise_null": (lambda t: _xnli(t, {**XNLI_ROW, "premise": None}), "x_sw.jsonl:2: premise must be a non-empty string, got None"),
-    "label_fraction": (lambda t: _xnli(t, {**XNLI_ROW, "label": 1.7}), "x_sw.jsonl:2: label must be 0 (entailment), 1 (neutral) or 2"),
+    "premise_null": (
+        lambda t: _xnli(t, {**XNLI_ROW, "premise": None}),
+        "x_sw.jsonl:2: premise must be a non-empty string, got None",
+    ),
+    "label_fraction": (
+        lambda t: _xnli(t, {**XNLI_ROW, "label": 1.7}),
+        "x_sw.jsonl:2: label must be 0 (entailment), 1 (neutral) or 2",
+    ),
     "label_true": (lambda t: _xnli(t, {**XNLI_ROW, "label": True}), "got True"),
     "xnli_missing": (lambda t: ["--data.xnli_source", str(t / "none_{lang}.jsonl")], "XNLI file not found"),
-    "xnli_limit_negative": (lambda t: ["--data.xnli_limit", "-5"], "xnli_limit must be at least 1 (or null for every example), got -5"),
+    "xnli_limit_negative": (
+        lambda t: ["--data.xnli_limit", "-5"],
+        "xnli_limit must be at least 1 (or null for every example), got -5",
+    ),
     "xnli_limit_zero": (lambda t: ["--data.xnli_limit", "0"], "xnli_limit must be at least 1"),
     "unknown_language": (lambda t: ["--data.xnli_languages", "[xx]"], "no lm-eval XNLI verbalizers for language 'xx'"),
     "batch_of_one": (lambda t: ["--data.batch_size", "1"], "batch_size must be at least 2"),
     "lora_rank_zero": (lambda t: ["--model.lora_r", "0"], "lora_r must be at least 1, got 0"),
     "full_on_4bit": (lambda t: ["--model.adaptation", "full"], "adaptation 'full' trains the weights themselves"),
     "half_true_precision": (lambda t: ["--trainer.precision", "bf16-true"], "precision 'bf16-true' is not supported"),
-    "layer_out_of_range": (lambda t: ["--model.target_layer", "9"], "layer 9 is out of range for a model with 4 blocks"),
-    "on_exception_checkpoint": (lambda t: ["--trainer.callbacks+=lightning.pytorch.callbacks.OnExceptionCheckpoint",
-                                           "--trainer.callbacks.dirpath=x"], "OnExceptionCheckpoint makes every plain `fit` resume"),
+    "layer_out_of_range": (
+        lambda t: ["--model.target_layer", "9"],
+        "layer 9 is out of range for a model with 4 blocks",
+    ),
+    "on_exception_checkpoint": (
+        lambda t: [
+            "--trainer.callbacks+=lightning.pytorch.callbacks.OnExceptionCheckpoint",
+            "--trainer.callbacks.dirpath=x",
+        ],
+        "OnExceptionCheckpoint makes every plain `fit` resume",
+    ),
     "resume_without_checkpoint": (lambda t: ["--ckpt_path", "last"], "--ckpt_path last: no checkpoint under"),
-    "resume_from_empty_file": (lambda t: ["--ckpt_path", _write(t / "empty.ckpt", b"")], "empty.ckpt: not a readable Lightning checkpoint"),
+    "resume_from_empty_file": (
+        lambda t: ["--ckpt_path", _write(t / "empty.ckpt", b"")],
+        "empty.ckpt: not a readable Lightning checkpoint",
+    ),
     "resume_from_a_directory": (lambda t: ["--ckpt_path", str(t)], "is a directory, not a checkpoint file"),
 }
 
@@ -87,15 +130,23 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, ti
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], err[-2000:]
     assert "Traceback" not in err
-    assert not list(tmp_path.glob("logs/*/version_*")) and not list(tmp_path.glob("checkpoints/*/*/*.ckpt"))  # nothing left to resume
+    assert not list(tmp_path.glob("logs/*/version_*")) and not list(
+        tmp_path.glob("checkpoints/*/*/*.ckpt")
+    )  # nothing left to resume
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["zeroshot", "--model", "tiny", "--data", "x.jsonl", "--language", "sw", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+        (
+            ["zeroshot", "--model", "tiny", "--data", "x.jsonl", "--language", "sw", "--batch-size", "0"],
+            "--batch-size: must be at least 1, got 0",
+        ),
         (["scan", "--model", "tiny", "--lexicon", "x.tsv", "--limit", "-1"], "--limit: must be at least 1, got -1"),
-        (["zeroshot", "--adapter", "nowhere", "--data", "x.jsonl", "--language", "sw"], "nowhere: not a PEFT adapter directory"),
+        (
+            ["zeroshot", "--adapter", "nowhere", "--data", "x.jsonl", "--language", "sw"],
+            "nowhere: not a PEFT adapter directory",
+        ),
         (["scan", "--lexicon", "x.tsv"], "--model is required (or --adapter with a tli_settings.json naming its base)"),
     ],
 )
@@ -108,8 +159,22 @@ def test_measurement_commands_refuse_bad_input(tmp_path, monkeypatch, arguments,
 def test_a_broken_adapter_directory_is_named(tmp_path, monkeypatch, tiny_dir):
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "adapter" / "adapter_config.json", '{"peft_type": "LORA", "r": 4}')  # no weights
-    code, _, err = run_main(["zeroshot", "--adapter", "adapter", "--model", "tiny", "--data", str(DEMO / "xnli_{lang}.jsonl"),
-                             "--language", "sw", "--limit", "2", "--no-progress"])
+    code, _, err = run_main(
+        [
+            "zeroshot",
+            "--adapter",
+            "adapter",
+            "--model",
+            "tiny",
+            "--data",
+            str(DEMO / "xnli_{lang}.jsonl"),
+            "--language",
+            "sw",
+            "--limit",
+            "2",
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "error: adapter: cannot apply this adapter to tiny" in err and "Traceback" not in err
 
 
@@ -149,13 +214,19 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
     assert any(tag.startswith("hparams/") for tag in series)  # the HPARAMS tab's metrics
     summary = json.loads((run / "summary.json").read_text())
     xnli = json.loads((run / "xnli" / "epoch_05.json").read_text())["languages"]["sw"]
-    assert summary["xnli"]["languages"]["sw"]["acc"][1] == xnli["correct"] / xnli["n"] == xnli["acc"]  # an exact fraction
+    assert (
+        summary["xnli"]["languages"]["sw"]["acc"][1] == xnli["correct"] / xnli["n"] == xnli["acc"]
+    )  # an exact fraction
     assert len(list((run / "figures").glob("*.png"))) == 12 and (run / "config.yaml").is_file()
 
     checkpoints = demo_run / "checkpoints" / "demo" / "version_0"
     checkpoint = load(checkpoints / "last.ckpt")
     assert checkpoint["state_dict"] and all("lora_" in k for k in checkpoint["state_dict"])  # never the frozen base
-    assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"] and checkpoint["hyper_parameters"]["quantization"] == "nf4"
+    assert (
+        checkpoint["optimizer_states"]
+        and checkpoint["lr_schedulers"]
+        and checkpoint["hyper_parameters"]["quantization"] == "nf4"
+    )
     from peft import PeftModel
 
     from tli_lightning.loading import load_causal_lm
@@ -165,9 +236,17 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.equal(exported[name.removeprefix("model.")].float(), tensor.float()), name
     settings = json.loads((checkpoints / "adapter_epoch05" / "tli_settings.json").read_text())
-    assert settings == {"model_name_or_path": "tiny", "quantization": "nf4", "compute_dtype": "bfloat16", "double_quant": False,
-                        "quant_storage": "uint8", "adaptation": "lora", "include_special_tokens": False, "word_template": "{word}",
-                        "target_layer": 2}
+    assert settings == {
+        "model_name_or_path": "tiny",
+        "quantization": "nf4",
+        "compute_dtype": "bfloat16",
+        "double_quant": False,
+        "quant_storage": "uint8",
+        "adaptation": "lora",
+        "include_special_tokens": False,
+        "word_template": "{word}",
+        "target_layer": 2,
+    }
 
 
 @pytest.mark.slow
@@ -177,7 +256,10 @@ def test_adapters_are_measured_on_the_base_they_were_trained_on(demo_run, tmp_pa
     run = demo_run / "logs" / "demo" / "version_0"
     adapter = demo_run / "checkpoints" / "demo" / "version_0" / "adapter_epoch05"
     common = ["--data", str(DEMO / "xnli_{lang}.jsonl"), "--language", "sw", "--no-progress"]
-    for name, base in (("epoch_05", ["--adapter", str(adapter)]), ("baseline", ["--model", "tiny", "--quantization", "nf4", "--dtype", "bfloat16"])):
+    for name, base in (
+        ("epoch_05", ["--adapter", str(adapter)]),
+        ("baseline", ["--model", "tiny", "--quantization", "nf4", "--dtype", "bfloat16"]),
+    ):
         result = cli(["zeroshot", *base, *common, "--output", str(tmp_path / f"{name}.jsonl")], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         logged = json.loads((run / "xnli" / f"{name}.json").read_text())["languages"]["sw"]["loglikelihoods"]
@@ -185,14 +267,46 @@ def test_adapters_are_measured_on_the_base_they_were_trained_on(demo_run, tmp_pa
         torch.testing.assert_close(torch.tensor(scored), torch.tensor(logged), atol=1e-6, rtol=0)
         settings = json.loads(result.stdout.strip().splitlines()[-1])["settings"]
         assert (settings["model"], settings["quantization"], settings["dtype"]) == ("tiny", "nf4", "bfloat16")
-    other = cli(["zeroshot", "--adapter", str(adapter), "--quantization", "none", *common, "--limit", "3", "--output", "x.jsonl"], tmp_path)
-    assert other.returncode == 0 and "--quantization none differs from the adapter's training setting (nf4)" in other.stderr
+    other = cli(
+        [
+            "zeroshot",
+            "--adapter",
+            str(adapter),
+            "--quantization",
+            "none",
+            *common,
+            "--limit",
+            "3",
+            "--output",
+            "x.jsonl",
+        ],
+        tmp_path,
+    )
+    assert (
+        other.returncode == 0
+        and "--quantization none differs from the adapter's training setting (nf4)" in other.stderr
+    )
 
 
 @pytest.mark.slow
 def test_scan_reports_every_layer_against_the_random_baseline(tmp_path, tiny_dir):
-    result = cli(["scan", "--model", "tiny", "--lexicon", str(DEMO / "lexicon_trained.tsv"), "--control", str(DEMO / "lexicon_control.tsv"),
-                  "--limit", "40", "--output", "out/scan.json", "--no-progress"], tmp_path)
+    result = cli(
+        [
+            "scan",
+            "--model",
+            "tiny",
+            "--lexicon",
+            str(DEMO / "lexicon_trained.tsv"),
+            "--control",
+            str(DEMO / "lexicon_control.tsv"),
+            "--limit",
+            "40",
+            "--output",
+            "out/scan.json",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "out" / "scan.json").read_text())
     assert report["layers"] == [0, 1, 2, 3, 4] and set(report["sets"]) == {"pairs", "control"}

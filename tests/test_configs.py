@@ -6,7 +6,6 @@ import importlib
 import inspect
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +14,12 @@ from cli_helpers import QUICK, REPO, cli, run_main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 ARMS = sorted((REPO / "configs" / "lugha_llama_8b").glob("*.yaml"))
-ON_TINY = ["--model.model_name_or_path=tiny", "--data.lexicon_path=demo", "--data.control_path=demo", "--data.xnli_source=demo"]
+ON_TINY = [
+    "--model.model_name_or_path=tiny",
+    "--data.lexicon_path=demo",
+    "--data.control_path=demo",
+    "--data.xnli_source=demo",
+]
 
 
 def _keys(tree: dict, prefix: str = "") -> list[str]:
@@ -48,7 +52,9 @@ def _default(defaults: dict, dotted: str, config: dict):
             for p in parts[:index]:
                 owner = owner[p]
             module, _, name = owner["class_path"].rpartition(".")
-            return inspect.signature(getattr(importlib.import_module(module), name)).parameters[parts[index + 1]].default
+            return (
+                inspect.signature(getattr(importlib.import_module(module), name)).parameters[parts[index + 1]].default
+            )
         raise KeyError(dotted)
     return node
 
@@ -85,11 +91,20 @@ def test_every_config_key_is_an_option_of_fit(path):
         dotted = dotted.removesuffix(".class_path")  # choosing the class of an option: the option itself
         if ".init_args." in dotted:  # documented in the chosen class's own help
             owner, _, arg = dotted.partition(".init_args.")
-            class_path = yaml.safe_load(path.read_text()).get(owner.split(".")[0], {}).get(owner.split(".")[1], {}).get("class_path")
-            _, class_help, _ = run_main(["fit", f"--{owner}.help", class_path or "lightning.pytorch.loggers.TensorBoardLogger"])
+            class_path = (
+                yaml.safe_load(path.read_text())
+                .get(owner.split(".")[0], {})
+                .get(owner.split(".")[1], {})
+                .get("class_path")
+            )
+            _, class_help, _ = run_main(
+                ["fit", f"--{owner}.help", class_path or "lightning.pytorch.loggers.TensorBoardLogger"]
+            )
             assert f"--{owner}.{arg}" in class_help or f"--{owner}.init_args.{arg}" in class_help, dotted
         else:
-            assert f"--{dotted} " in help_text or f"--{dotted}\n" in help_text, f"{path.name}: {dotted} is not an option of fit"
+            assert f"--{dotted} " in help_text or f"--{dotted}\n" in help_text, (
+                f"{path.name}: {dotted} is not an option of fit"
+            )
 
 
 @pytest.mark.slow
@@ -98,8 +113,20 @@ def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_di
     # The recipe as shipped (precision, quantization, optimizer, checkpointing...), with only the 8B model
     # and the real data swapped for the tiny model and the bundled data; two optimizer steps.
     probe = tmp_path / "probe.json"
-    result = cli(["fit", "--config", str(path), *ON_TINY, *QUICK, "--data.xnli_limit=3", "--trainer.max_steps=2",
-                  "--trainer.callbacks+=probes.ArmProbe", f"--trainer.callbacks.report={probe}"], tmp_path)
+    result = cli(
+        [
+            "fit",
+            "--config",
+            str(path),
+            *ON_TINY,
+            *QUICK,
+            "--data.xnli_limit=3",
+            "--trainer.max_steps=2",
+            "--trainer.callbacks+=probes.ArmProbe",
+            f"--trainer.callbacks.report={probe}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     found = json.loads(probe.read_text())
     assert found["gradients"] == found["trainable"] > 0 and found["precision"] == "bf16-mixed"
@@ -112,7 +139,17 @@ def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_di
 def test_the_demo_grid_runs_the_recipes_with_overrides_only(tmp_path, tiny_dir):
     grid = (REPO / "tools" / "demo_grid.py").read_text()
     assert "configs/demo/on_tiny_model.yaml" in grid.replace('" / "', "/").replace('"configs" / ', "configs/")
-    result = cli(["fit", "--config", str(REPO / "configs/lugha_llama_8b/tli_lora_early.yaml"),
-                  "--config", str(REPO / "configs/demo/on_tiny_model.yaml"), *QUICK, "--trainer.max_epochs=1"], tmp_path)
+    result = cli(
+        [
+            "fit",
+            "--config",
+            str(REPO / "configs/lugha_llama_8b/tli_lora_early.yaml"),
+            "--config",
+            str(REPO / "configs/demo/on_tiny_model.yaml"),
+            *QUICK,
+            "--trainer.max_epochs=1",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run tli_lora_early/version_0 finished" in result.stdout

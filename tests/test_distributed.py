@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import QUICK, cli, load, scalars
 from tli_lightning.tiny_model import demo_data_path
+
+from cli_helpers import QUICK, cli, load, scalars
 
 pytestmark = pytest.mark.slow
 TWO = ["--trainer.accelerator=cpu", "--trainer.devices=2"]
@@ -49,8 +50,16 @@ def _assert_close_runs(a: Path, b: Path, atol: float) -> None:
 def test_ddp_lora_on_a_conflicting_lexicon_matches_one_process_with_the_same_plan(tmp_path):
     lexicon = _conflicting_lexicon(tmp_path / "lexicon.tsv")
     # float32 compute: the comparison is about batches and gathering, not bfloat16 rounding across batch shapes.
-    common = [*QUICK, "--trainer.max_epochs=2", "--model.lora_dropout=0", "--model.compute_dtype=float32", "--data.lexicon_path", str(lexicon),
-              "--data.control_path=null", "--data.batch_size=8"]
+    common = [
+        *QUICK,
+        "--trainer.max_epochs=2",
+        "--model.lora_dropout=0",
+        "--model.compute_dtype=float32",
+        "--data.lexicon_path",
+        str(lexicon),
+        "--data.control_path=null",
+        "--data.batch_size=8",
+    ]
     runs = {}
     for name, devices in (("ddp", [*TWO, "--trainer.strategy=ddp"]), ("single", ONE_ACCUMULATING)):
         (tmp_path / name).mkdir()
@@ -64,19 +73,42 @@ def test_ddp_lora_on_a_conflicting_lexicon_matches_one_process_with_the_same_pla
         one = json.loads((runs["single"] / "logs/demo/version_0" / what / "baseline.json").read_text())[key]
         two = json.loads((runs["ddp"] / "logs/demo/version_0" / what / "baseline.json").read_text())[key]
         if what == "xnli":
-            torch.testing.assert_close(torch.tensor(two["sw"]["loglikelihoods"]), torch.tensor(one["sw"]["loglikelihoods"]), atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                torch.tensor(two["sw"]["loglikelihoods"]), torch.tensor(one["sw"]["loglikelihoods"]), atol=1e-4, rtol=0
+            )
         else:
-            torch.testing.assert_close(torch.tensor(two["control"]["per_pair_cos"]), torch.tensor(one["control"]["per_pair_cos"]), atol=1e-4, rtol=0)
+            torch.testing.assert_close(
+                torch.tensor(two["control"]["per_pair_cos"]),
+                torch.tensor(one["control"]["per_pair_cos"]),
+                atol=1e-4,
+                rtol=0,
+            )
 
 
-FSDP = ["--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy", "--trainer.strategy.save_distributed_checkpoint=false"]
-FULL_ALL = ["--model.quantization=none", "--model.adaptation=full", "--model.adapt_layers=all", "--model.target_layer=-1",
-            "--model.compute_dtype=float32", "--model.learning_rate=1e-4"]
+FSDP = [
+    "--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
+    "--trainer.strategy.save_distributed_checkpoint=false",
+]
+FULL_ALL = [
+    "--model.quantization=none",
+    "--model.adaptation=full",
+    "--model.adapt_layers=all",
+    "--model.target_layer=-1",
+    "--model.compute_dtype=float32",
+    "--model.learning_rate=1e-4",
+]
 
 
 def test_fsdp_full_fine_tuning_matches_one_process_and_resumes_exactly(tmp_path):
     lexicon = _conflicting_lexicon(tmp_path / "lexicon.tsv")  # 48 batches per epoch: 24 steps either way
-    common = [*QUICK, "--trainer.max_epochs=2", *FULL_ALL, "--data.lexicon_path", str(lexicon), "--data.control_path=null"]
+    common = [
+        *QUICK,
+        "--trainer.max_epochs=2",
+        *FULL_ALL,
+        "--data.lexicon_path",
+        str(lexicon),
+        "--data.control_path=null",
+    ]
     roots = {name: tmp_path / name for name in ("fsdp", "single", "interrupted")}
     for root in roots.values():
         root.mkdir()
@@ -85,10 +117,17 @@ def test_fsdp_full_fine_tuning_matches_one_process_and_resumes_exactly(tmp_path)
     single = cli(["fit", *common, *ONE_ACCUMULATING], roots["single"])
     assert single.returncode == 0, single.stderr[-3000:]
     _assert_close_runs(roots["single"], roots["fsdp"], atol=1e-5)
-    assert not any("lm_head" in name for name in _final(roots["fsdp"])["state_dict"])  # never trainable: the loss cannot reach it
+    assert not any(
+        "lm_head" in name for name in _final(roots["fsdp"])["state_dict"]
+    )  # never trainable: the loss cannot reach it
 
     # SIGTERM reaches both processes mid-epoch: they agree on the step, save once, and exit 143.
-    fault = ["--trainer.callbacks+=faults.Fault", "--trainer.callbacks.kind=sigterm", "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=3"]
+    fault = [
+        "--trainer.callbacks+=faults.Fault",
+        "--trainer.callbacks.kind=sigterm",
+        "--trainer.callbacks.epoch=1",
+        "--trainer.callbacks.batch=3",
+    ]
     stopped = cli(["fit", *common, *TWO, *FSDP, *fault], roots["interrupted"])
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     resumed = cli(["fit", *common, *TWO, *FSDP, "--ckpt_path=last"], roots["interrupted"])

@@ -8,7 +8,10 @@ from tli_lightning.lexicon import read_lexicon, resolve_leakage, shared_words, s
 
 def test_tsv_with_named_columns_normalises_and_counts_duplicates(tmp_path):
     path = tmp_path / "lex.tsv"
-    path.write_text("pos\tsw\ten\nn\tmaji\twater\nn\t  mama   mkwe \tmother-in-law\nn\tmaji\twater\nadj\t-anana\tthin\n", encoding="utf-8")
+    path.write_text(
+        "pos\tsw\ten\nn\tmaji\twater\nn\t  mama   mkwe \tmother-in-law\nn\tmaji\twater\nadj\t-anana\tthin\n",
+        encoding="utf-8",
+    )
     lexicon = read_lexicon(path)
     assert lexicon.pairs == [("maji", "water"), ("mama mkwe", "mother-in-law"), ("-anana", "thin")]
     assert lexicon.duplicates_dropped == 1
@@ -16,9 +19,15 @@ def test_tsv_with_named_columns_normalises_and_counts_duplicates(tmp_path):
 
 def test_paper_json_format(tmp_path):
     path = tmp_path / "train.json"
-    entries = [{"swahili": "haba na haba hujaza", "english": "little by little fills the measure"}, {"swahili": "-anana", "english": "thin"}]
+    entries = [
+        {"swahili": "haba na haba hujaza", "english": "little by little fills the measure"},
+        {"swahili": "-anana", "english": "thin"},
+    ]
     path.write_text(json.dumps(entries), encoding="utf-8")
-    assert read_lexicon(path).pairs == [("haba na haba hujaza", "little by little fills the measure"), ("-anana", "thin")]
+    assert read_lexicon(path).pairs == [
+        ("haba na haba hujaza", "little by little fills the measure"),
+        ("-anana", "thin"),
+    ]
 
 
 def test_other_language_pair_through_column_names(tmp_path):

@@ -32,3 +32,15 @@ def test_tiny_is_built_by_the_real_loader_from_a_reserved_name(tiny_dir):
 def test_missing_model_directory_is_a_clear_error(tmp_path):
     with pytest.raises(TLIError, match="cannot load model"):
         load_causal_lm(str(tmp_path / "nowhere"))
+
+
+def test_the_bitsandbytes_workaround_fails_loudly_if_its_flag_disappears(tiny_dir, monkeypatch):
+    from tli_lightning import loading
+
+    model, _ = load_causal_lm(str(tiny_dir), quantization="nf4", compute_dtype="float32")
+    assert all(m.support_avx512bf16_for_cpu is False for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            del module.support_avx512bf16_for_cpu  # what a bitsandbytes without the attribute looks like
+    with pytest.raises(RuntimeError, match="no longer has Linear4bit.support_avx512bf16_for_cpu"):
+        loading._keep_4bit_weights_trainable(model)

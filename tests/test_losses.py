@@ -20,7 +20,9 @@ def test_triplet_matches_hand_computation():
 
 def test_triplet_uses_the_hardest_of_several_negatives():
     source = torch.eye(3)
-    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) + torch.tensor([[0, 0.5, 0.1], [0, 0, 0], [0, 0, 0]])
+    target = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) + torch.tensor(
+        [[0, 0.5, 0.1], [0, 0, 0], [0, 0, 0]]
+    )
     out = triplet_hardest_negative(source, target, margin=0.4)
     sim = torch.nn.functional.normalize(source) @ torch.nn.functional.normalize(target).T
     expected = [max(0.0, 0.4 + max(sim[i, j].item() for j in range(3) if j != i) - sim[i, i].item()) for i in range(3)]
@@ -32,8 +34,14 @@ def test_infonce_matches_hand_computation():
     target = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     t = 0.5
     # S = [[1, 0.6], [0, 0.8]]
-    row = (-math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(0.6 / t))) - math.log(math.exp(0.8 / t) / (math.exp(0 / t) + math.exp(0.8 / t)))) / 2
-    col = (-math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(0 / t))) - math.log(math.exp(0.8 / t) / (math.exp(0.6 / t) + math.exp(0.8 / t)))) / 2
+    row = (
+        -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(0.6 / t)))
+        - math.log(math.exp(0.8 / t) / (math.exp(0 / t) + math.exp(0.8 / t)))
+    ) / 2
+    col = (
+        -math.log(math.exp(1 / t) / (math.exp(1 / t) + math.exp(0 / t)))
+        - math.log(math.exp(0.8 / t) / (math.exp(0.6 / t) + math.exp(0.8 / t)))
+    ) / 2
     assert info_nce(source, target, temperature=t).loss.item() == pytest.approx((row + col) / 2, rel=1e-5)
 
 

@@ -32,8 +32,17 @@ def _trainable(module) -> set[str]:
 
 
 def _trainer(**kwargs) -> L.Trainer:
-    defaults = dict(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu", devices=1)
+    defaults = dict(
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        accelerator="cpu",
+        devices=1,
+    )
     return L.Trainer(**{**defaults, **kwargs})
 
 
@@ -58,7 +67,9 @@ def test_full_adaptation_trains_what_the_loss_reaches_and_nothing_else(tiny_dir)
     everything = _configured(tiny_dir, adaptation="full", quantization="none", adapt_layers="all", target_layer=-1)
     frozen = {n for n, _ in everything.named_parameters()} - _trainable(everything)
     assert frozen == {"model.lm_head.weight"}  # the loss reads the final normed state: the head never gets a gradient
-    assert everything.trainable_parameters == sum(p.numel() for n, p in everything.named_parameters() if n != "model.lm_head.weight")
+    assert everything.trainable_parameters == sum(
+        p.numel() for n, p in everything.named_parameters() if n != "model.lm_head.weight"
+    )
 
 
 @pytest.mark.parametrize(
@@ -105,12 +116,25 @@ class DtypeProbe(L.Callback):
     def on_train_start(self, trainer, pl_module):
         self.parameters = {n: p.dtype for n, p in pl_module.named_parameters()}
         self.buffers = {n: b.dtype for n, b in pl_module.named_buffers()}
-        self.packed = {n: (m.weight.dtype, m.weight.data.clone()) for n, m in pl_module.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+        self.packed = {
+            n: (m.weight.dtype, m.weight.data.clone())
+            for n, m in pl_module.named_modules()
+            if isinstance(m, bnb.nn.Linear4bit)
+        }
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         optimizer = trainer.optimizers[0]
-        self.optimizer_state = {s.dtype for state in optimizer.state.values() for s in state.values() if torch.is_tensor(s) and s.numel() > 1}
-        self.grads = {n for n, p in pl_module.named_parameters() if p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0}
+        self.optimizer_state = {
+            s.dtype
+            for state in optimizer.state.values()
+            for s in state.values()
+            if torch.is_tensor(s) and s.numel() > 1
+        }
+        self.grads = {
+            n
+            for n, p in pl_module.named_parameters()
+            if p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0
+        }
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
@@ -134,7 +158,9 @@ def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, prec
         expected = {n: m.weight.data for n, m in fresh.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
         assert len(probe.packed) == len(expected) == 28
         for name, (dtype, data) in probe.packed.items():
-            assert dtype == torch.uint8 and torch.equal(data, expected[name.removeprefix("model.base_model.model.").removesuffix(".base_layer")])
+            assert dtype == torch.uint8 and torch.equal(
+                data, expected[name.removeprefix("model.base_model.model.").removesuffix(".base_layer")]
+            )
     else:  # full-rank weights are held in compute_dtype, by choice (the 8B arm's memory budget)
         assert {probe.parameters[n] for n in _trainable(module)} == {torch.bfloat16}
     assert probe.grads  # the step trained something
@@ -187,7 +213,9 @@ class MetricsProbe(L.Callback):
 
 def test_training_steps_log_the_learning_signal(tiny_dir):
     probe = MetricsProbe()
-    _trainer(callbacks=[probe], max_steps=3).fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3))
+    _trainer(callbacks=[probe], max_steps=3).fit(
+        TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3)
+    )
     assert {"train/loss_step", "train/pos_sim_step", "train/hardest_neg_sim_step"} <= set(probe.metrics)
     assert 0.0 < probe.metrics["train/loss_step"] < 0.4 + 2.0  # a triplet loss with margin 0.4 on cosines
 

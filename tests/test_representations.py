@@ -23,7 +23,9 @@ def test_truncated_forward_equals_full_hidden_states_and_skips_higher_blocks(tin
     model, tokenizer = load_causal_lm(str(tiny_dir), quantization=quantization, compute_dtype="float32")
     batch = tokenize_words(tokenizer, WORDS)
     with torch.no_grad():
-        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+        full = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+        ).hidden_states
     head_calls = []
     model.lm_head.register_forward_pre_hook(lambda *_: head_calls.append(1))
     for layer in range(len(full)):
@@ -40,10 +42,14 @@ def test_truncated_forward_equals_full_hidden_states_and_skips_higher_blocks(tin
 
 def test_truncation_works_through_a_peft_wrapper(tiny_dir):
     model, tokenizer = load_causal_lm(str(tiny_dir), quantization="nf4", compute_dtype="float32")
-    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 1], init_lora_weights=False))
+    model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[0, 1], init_lora_weights=False)
+    )
     batch = tokenize_words(tokenizer, WORDS)
     with torch.no_grad():
-        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+        full = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+        ).hidden_states
         torch.testing.assert_close(hidden_state_at(model, batch.input_ids, batch.attention_mask, 2), full[2])
 
 
@@ -54,7 +60,9 @@ def test_pooling_excludes_special_tokens_unless_asked(tiny_float):
     assert not batch.word_mask[:, 0].any() and batch.pooling_mask(True)[:, 0].all()
     assert not (batch.word_mask & ~batch.attention_mask.bool()).any()  # padding never pooled
     with torch.no_grad():
-        hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states[2]
+        hidden = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+        ).hidden_states[2]
         plain = word_vectors(model, tokenizer, ["maji"], layer=2)
         with_bos = word_vectors(model, tokenizer, ["maji"], layer=2, include_special_tokens=True)
     n = int(batch.word_mask[0].sum())
@@ -92,8 +100,14 @@ def test_truncation_for_other_decoder_families(tmp_path, tiny_dir, family):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     config = AutoConfig.for_model(
-        family, vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        family,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
     )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
@@ -101,6 +115,10 @@ def test_truncation_for_other_decoder_families(tmp_path, tiny_dir, family):
     model, tokenizer = load_causal_lm(str(tmp_path), quantization="nf4", compute_dtype="float32")
     batch = tokenize_words(tokenizer, WORDS)
     with torch.no_grad():
-        full = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True).hidden_states
+        full = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+        ).hidden_states
         for layer in range(len(full)):
-            torch.testing.assert_close(hidden_state_at(model, batch.input_ids, batch.attention_mask, layer), full[layer], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                hidden_state_at(model, batch.input_ids, batch.attention_mask, layer), full[layer], rtol=1e-5, atol=1e-5
+            )

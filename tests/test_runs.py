@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import QUICK, cli, load, run_main, scalars
 from tli_lightning import runs
 from tli_lightning.errors import TLIError
+
+from cli_helpers import QUICK, cli, load, run_main, scalars
 
 EPOCHS = ["--trainer.max_epochs=2"]
 
@@ -22,7 +23,10 @@ def _run_dir(root: Path, version: int = 0, tree: str = "logs") -> Path:
 
 def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
     """Same weights bit for bit, same optimizer step, the same logged steps and evaluations, none twice."""
-    final, expected = load(_run_dir(resumed_root, tree="checkpoints") / "last.ckpt"), load(_run_dir(reference_root, tree="checkpoints") / "last.ckpt")
+    final, expected = (
+        load(_run_dir(resumed_root, tree="checkpoints") / "last.ckpt"),
+        load(_run_dir(reference_root, tree="checkpoints") / "last.ckpt"),
+    )
     assert final["global_step"] == expected["global_step"]
     assert final["state_dict"].keys() == expected["state_dict"].keys()
     for name, tensor in expected["state_dict"].items():
@@ -32,7 +36,9 @@ def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
     got, want = scalars(_run_dir(resumed_root)), scalars(_run_dir(reference_root))
     # Every training step logged once, with the same loss: no batch skipped or repeated.
     assert got["train/loss_step"] == want["train/loss_step"]
-    assert got["train/loss_epoch"] == want["train/loss_epoch"]  # epoch means count the batches before the interruption too
+    assert (
+        got["train/loss_epoch"] == want["train/loss_epoch"]
+    )  # epoch means count the batches before the interruption too
     # Every evaluation once (baseline + each epoch), with the same numbers.
     assert got["xnli/sw/acc"] == want["xnli/sw/acc"] and len(want["xnli/sw/acc"]) == 3
     assert got["align/control/gap/layer_02"] == want["align/control/gap/layer_02"]
@@ -58,7 +64,10 @@ def test_fit_twice_in_one_folder_makes_two_independent_runs(tmp_path, reference)
         assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in (tmp_path / "logs" / "demo").iterdir()) == ["version_0", "version_1"]
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "demo").iterdir()) == ["version_0", "version_1"]
-    first, second = load(_run_dir(tmp_path, 0, "checkpoints") / "last.ckpt"), load(_run_dir(tmp_path, 1, "checkpoints") / "last.ckpt")
+    first, second = (
+        load(_run_dir(tmp_path, 0, "checkpoints") / "last.ckpt"),
+        load(_run_dir(tmp_path, 1, "checkpoints") / "last.ckpt"),
+    )
     assert first["global_step"] == second["global_step"] == 82  # the second trained from scratch, not 0 steps
     assert all(torch.equal(first["state_dict"][k], v) for k, v in second["state_dict"].items())  # same seed, same run
     summary = json.loads((_run_dir(tmp_path, 1) / "summary.json").read_text())
@@ -105,9 +114,14 @@ def test_a_failed_fit_leaves_nothing_to_resume(tmp_path, tiny_dir):
     # Fails after its run directory was claimed (the model path is read when the model loads).
     failed = cli(["fit", *QUICK, "--model.model_name_or_path", str(tmp_path / "no-model")], tmp_path)
     assert failed.returncode == 2 and "error: cannot load model" in failed.stderr and "Traceback" not in failed.stderr
-    assert not list(tmp_path.glob("checkpoints/demo/*/*.ckpt")) and not (tmp_path / "logs" / "demo" / "version_0").exists()
+    assert (
+        not list(tmp_path.glob("checkpoints/demo/*/*.ckpt")) and not (tmp_path / "logs" / "demo" / "version_0").exists()
+    )
     again = cli(["fit", *QUICK, "--ckpt_path", "last"], tmp_path)
-    assert again.returncode == 2 and "error: --ckpt_path last: no checkpoint under checkpoints/demo/version_*" in again.stderr
+    assert (
+        again.returncode == 2
+        and "error: --ckpt_path last: no checkpoint under checkpoints/demo/version_*" in again.stderr
+    )
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch, reference):
@@ -145,7 +159,10 @@ def test_last_means_the_newest_checkpoint_of_the_newest_run_that_has_one(tmp_pat
     run = runs.resolve_resume("last", logs, ckpts, "demo")
     assert (run.version, run.resumed_from.name, run.resumed_step) == (1, "interrupted.ckpt", 94)
     assert "have no checkpoint" in run.notes[0]
-    assert runs.resolve_resume(str(logs / "version_0"), logs, ckpts, "demo").resumed_from == ckpts / "version_0" / "last.ckpt"
+    assert (
+        runs.resolve_resume(str(logs / "version_0"), logs, ckpts, "demo").resumed_from
+        == ckpts / "version_0" / "last.ckpt"
+    )
     assert runs.resolve_resume(str(ckpts / "version_1" / "last.ckpt"), logs, ckpts, "demo").version == 1
     elsewhere = tmp_path / "copied.ckpt"
     checkpoint(elsewhere, 7)

@@ -12,7 +12,9 @@ def _pairs():
 
 def _sampler(pairs, seed=0, batch_size=8, shuffle=True, num_replicas=1, rank=0):
     carrier = DistributedSampler(PairDataset(pairs), num_replicas=1, rank=0, shuffle=False)
-    return ConflictFreeBatchSampler(carrier, batch_size, pairs=pairs, seed=seed, shuffle=shuffle, num_replicas=num_replicas, rank=rank)
+    return ConflictFreeBatchSampler(
+        carrier, batch_size, pairs=pairs, seed=seed, shuffle=shuffle, num_replicas=num_replicas, rank=rank
+    )
 
 
 def test_no_batch_shares_a_word_and_each_epoch_has_the_same_length():

@@ -3,7 +3,15 @@ import collections
 import pytest
 
 from tli_lightning.errors import TLIError
-from tli_lightning.xnli import VERBALIZERS, XNLIExample, candidate_templates, candidates, load_xnli, read_xnli_file, stratified_indices
+from tli_lightning.xnli import (
+    VERBALIZERS,
+    XNLIExample,
+    candidate_templates,
+    candidates,
+    load_xnli,
+    read_xnli_file,
+    stratified_indices,
+)
 
 
 def test_lm_eval_candidates_for_swahili_and_english():
@@ -27,7 +35,10 @@ def test_jsonl_and_tsv_and_errors(tmp_path):
     (tmp_path / "x.tsv").write_text("premise\thypothesis\tlabel\na\tb\t2\n", encoding="utf-8")
     assert load_xnli(str(tmp_path / "x_{lang}.jsonl"), "en") == [XNLIExample("a", "b", 1)]
     assert read_xnli_file(tmp_path / "x.tsv") == [XNLIExample("a", "b", 2)]
-    (tmp_path / "bad.jsonl").write_text('{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "a", "hypothesis": "b", "label": 5}\n', encoding="utf-8")
+    (tmp_path / "bad.jsonl").write_text(
+        '{"premise": "a", "hypothesis": "b", "label": 0}\n{"premise": "a", "hypothesis": "b", "label": 5}\n',
+        encoding="utf-8",
+    )
     with pytest.raises(TLIError, match=r"bad.jsonl:2: label must be 0 .* got 5"):
         read_xnli_file(tmp_path / "bad.jsonl")
     (tmp_path / "broken.jsonl").write_text("{not json\n", encoding="utf-8")
@@ -56,5 +67,7 @@ def test_real_xnli_files_are_parallel(shared_data):
 def test_hub_source_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(TLIError, match=r"cannot load XNLI 'facebook/xnli' \(sw, validation\).*point xnli_source at local files"):
+    with pytest.raises(
+        TLIError, match=r"cannot load XNLI 'facebook/xnli' \(sw, validation\).*point xnli_source at local files"
+    ):
         load_xnli("facebook/xnli", "sw")

@@ -34,7 +34,9 @@ def test_custom_templates_replace_the_verbalizers(tiny_float):
     model, tokenizer = tiny_float
     templates = ("{premise} Yes {hypothesis}", "{premise} Maybe {hypothesis}", "{premise} No {hypothesis}")
     scores = score_xnli(model, tokenizer, EXAMPLES[:1], templates=templates)
-    assert scores[0, 1].item() == pytest.approx(_reference(model, tokenizer, f"{EXAMPLES[0].premise} Maybe {EXAMPLES[0].hypothesis}"), abs=1e-3)
+    assert scores[0, 1].item() == pytest.approx(
+        _reference(model, tokenizer, f"{EXAMPLES[0].premise} Maybe {EXAMPLES[0].hypothesis}"), abs=1e-3
+    )
 
 
 def test_accuracy_is_an_exact_fraction_and_f1_agrees_with_torchmetrics():
@@ -47,8 +49,12 @@ def test_accuracy_is_an_exact_fraction_and_f1_agrees_with_torchmetrics():
         for _ in range(20):
             predictions, labels = torch.randint(0, 3, (n,), generator=g), torch.randint(0, 3, (n,), generator=g)
             ours = classification_scores(predictions.tolist(), labels.tolist())
-            assert ours["acc"] == pytest.approx(float(multiclass_accuracy(predictions, labels, num_classes=3, average="micro")))
-            assert ours["macro_f1"] == pytest.approx(float(multiclass_f1_score(predictions, labels, num_classes=3, average="macro")), abs=1e-6)
+            assert ours["acc"] == pytest.approx(
+                float(multiclass_accuracy(predictions, labels, num_classes=3, average="micro"))
+            )
+            assert ours["macro_f1"] == pytest.approx(
+                float(multiclass_f1_score(predictions, labels, num_classes=3, average="macro")), abs=1e-6
+            )
 
 
 def test_shared_prefix_scoring_equals_independent_scoring(tiny_float):

@@ -24,10 +24,20 @@ WRITTEN = re.compile(r"\(written to (\S+)/summary\.json\)")
 
 def run_arm(arm: str, seed: int, extra: list[str]) -> str:
     command = [
-        sys.executable, "-m", "tli_lightning", "fit",
-        "--config", str(REPO / "configs" / "lugha_llama_8b" / f"{arm}.yaml"),
-        "--config", str(REPO / "configs" / "demo" / "on_tiny_model.yaml"),
-        "--seed_everything", str(seed), "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        sys.executable,
+        "-m",
+        "tli_lightning",
+        "fit",
+        "--config",
+        str(REPO / "configs" / "lugha_llama_8b" / f"{arm}.yaml"),
+        "--config",
+        str(REPO / "configs" / "demo" / "on_tiny_model.yaml"),
+        "--seed_everything",
+        str(seed),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
         *extra,
     ]
     print(f"== {arm}, seed {seed}", flush=True)
@@ -43,8 +53,12 @@ def run_arm(arm: str, seed: int, extra: list[str]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", default="reports/demo_grid", help="where compare writes the report (default: reports/demo_grid)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--output", default="reports/demo_grid", help="where compare writes the report (default: reports/demo_grid)"
+    )
     parser.add_argument("--max-epochs", type=int, help="epochs per run (default: the recipes' 5)")
     args = parser.parse_args()
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []

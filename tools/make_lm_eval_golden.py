@@ -45,21 +45,23 @@ def task_yaml(name: str, language: str, data_file: Path) -> str:
 
     question, yes, also, no = VERBALIZERS[language]
     choices = ",".join(f'premise+", {question}? {word}, "+hypothesis' for word in (yes, also, no))
-    return "\n".join([
-        f"task: {name}",
-        "dataset_path: json",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    validation: {data_file}",
-        "output_type: multiple_choice",
-        "validation_split: validation",
-        "doc_to_text: ''",
-        "doc_to_target: label",
-        f"doc_to_choice: '{{{{[{choices}]}}}}'",
-        "metric_list:",
-        "  - metric: acc",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"task: {name}",
+            "dataset_path: json",
+            "dataset_kwargs:",
+            "  data_files:",
+            f"    validation: {data_file}",
+            "output_type: multiple_choice",
+            "validation_split: validation",
+            "doc_to_text: ''",
+            "doc_to_target: label",
+            f"doc_to_choice: '{{{{[{choices}]}}}}'",
+            "metric_list:",
+            "  - metric: acc",
+            "",
+        ]
+    )
 
 
 def sha256(path: Path) -> str:
@@ -85,9 +87,11 @@ def lm_eval_python(lm_eval: str) -> str:
 
 
 def lm_eval_versions(python: str) -> dict[str, str]:
-    code = ("import importlib.metadata as m, json, sys; "
-            "print(json.dumps({p: m.version(p) for p in ('lm_eval', 'transformers', 'torch', 'datasets', 'tokenizers')}"
-            " | {'python': sys.version.split()[0]}))")
+    code = (
+        "import importlib.metadata as m, json, sys; "
+        "print(json.dumps({p: m.version(p) for p in ('lm_eval', 'transformers', 'torch', 'datasets', 'tokenizers')}"
+        " | {'python': sys.version.split()[0]}))"
+    )
     return json.loads(subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout)
 
 
@@ -97,9 +101,13 @@ def argmax(values: list[float]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable of the lm-eval venv")
+    parser.add_argument(
+        "--lm-eval", default=shutil.which("lm_eval") or "lm_eval", help="the lm_eval executable of the lm-eval venv"
+    )
     parser.add_argument("--n", type=int, default=12, help="first N demo examples per language (default: 12)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"golden file (default: {DEFAULT_OUTPUT.relative_to(ROOT)})")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"golden file (default: {DEFAULT_OUTPUT.relative_to(ROOT)})"
+    )
     args = parser.parse_args()
 
     from tli_lightning.tiny_model import build_tiny_model, demo_data_path
@@ -115,13 +123,32 @@ def main() -> None:
             rows = demo_data_path(f"xnli_{language}.jsonl").read_text(encoding="utf-8").splitlines()[: args.n]
             examples[language] = [{k: json.loads(r)[k] for k in ("premise", "hypothesis", "label")} for r in rows]
             data = work / f"xnli_{language}.jsonl"
-            data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples[language]), encoding="utf-8")
+            data.write_text(
+                "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples[language]), encoding="utf-8"
+            )
             names[language] = f"tli_xnli_{language}"
-            (tasks_dir / f"{names[language]}.yaml").write_text(task_yaml(names[language], language, data), encoding="utf-8")
+            (tasks_dir / f"{names[language]}.yaml").write_text(
+                task_yaml(names[language], language, data), encoding="utf-8"
+            )
 
-        command = [args.lm_eval, "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
-                   "--tasks", ",".join(names.values()), "--include_path", str(tasks_dir), "--device", "cpu",
-                   "--batch_size", "1", "--log_samples", "--output_path", str(out)]
+        command = [
+            args.lm_eval,
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model},dtype=float32",
+            "--tasks",
+            ",".join(names.values()),
+            "--include_path",
+            str(tasks_dir),
+            "--device",
+            "cpu",
+            "--batch_size",
+            "1",
+            "--log_samples",
+            "--output_path",
+            str(out),
+        ]
         print("+", " ".join(f"{k}={v}" for k, v in OFFLINE.items()), shlex.join(command), flush=True)
         result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **OFFLINE})
         if result.returncode != 0:
@@ -129,8 +156,8 @@ def main() -> None:
 
         golden = {
             "description": "lm-evaluation-harness's own per-candidate XNLI log-likelihoods on the embedded tiny model "
-                           "(tests/test_lm_eval_golden.py). Candidate j of an example is scored as the summed "
-                           "log-probability of ' ' + premise + ', {question}? {verbalizer_j}, ' + hypothesis given BOS.",
+            "(tests/test_lm_eval_golden.py). Candidate j of an example is scored as the summed "
+            "log-probability of ' ' + premise + ', {question}? {verbalizer_j}, ' + hypothesis given BOS.",
             "regenerate": COMMAND,
             "commands": [" ".join(f"{k}={v}" for k, v in OFFLINE.items()) + " " + shlex.join(command)],
             "versions": lm_eval_versions(lm_eval_python(args.lm_eval)),
@@ -141,7 +168,8 @@ def main() -> None:
             files = glob.glob(str(out / "**" / f"samples_{names[language]}_*.jsonl"), recursive=True)
             if len(files) != 1:
                 sys.exit(f"expected one samples file for {names[language]} under {out}, found {files}")
-            samples = sorted((json.loads(line) for line in open(files[0], encoding="utf-8")), key=lambda s: s["doc_id"])
+            lines = Path(files[0]).read_text(encoding="utf-8").splitlines()
+            samples = sorted((json.loads(line) for line in lines), key=lambda s: s["doc_id"])
             if [s["doc_id"] for s in samples] != list(range(len(examples[language]))):
                 sys.exit(f"{language}: lm-eval logged doc ids {[s['doc_id'] for s in samples]}")
             rows = []

@@ -164,7 +164,9 @@ def alignment_report(
         # [pair][layer], the input for paired statistics between evaluations; a pair's margin over
         # chance is per_pair_cos - per_pair_random.
         entry["per_pair_cos"] = [[round(float(x), 6) for x in row] for row in torch.stack(per_pair[name], dim=1)]
-        entry["per_pair_random"] = [[round(float(x), 6) for x in row] for row in torch.stack(per_pair_random[name], dim=1)]
+        entry["per_pair_random"] = [
+            [round(float(x), 6) for x in row] for row in torch.stack(per_pair_random[name], dim=1)
+        ]
         report["sets"][name] = entry
     return report
 

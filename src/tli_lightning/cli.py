@@ -46,13 +46,20 @@ DEFAULT_CALLBACKS = [
     # First: its signal handlers must be in place before the (long) baseline evaluation starts.
     _component("tli_lightning.callbacks.ExactResume"),
     # One rolling checkpoint per run, written at each epoch's end after the epoch's evaluations.
-    _component("lightning.pytorch.callbacks.ModelCheckpoint", filename="last", save_top_k=1,
-               enable_version_counter=False, save_on_train_epoch_end=True),
+    _component(
+        "lightning.pytorch.callbacks.ModelCheckpoint",
+        filename="last",
+        save_top_k=1,
+        enable_version_counter=False,
+        save_on_train_epoch_end=True,
+    ),
     _component("tli_lightning.callbacks.AdapterExport"),
     _component("tli_lightning.callbacks.LayerwiseAlignment"),
     _component("tli_lightning.callbacks.ZeroShotRetention"),
 ]
-DEFAULT_LOGGER = _component("lightning.pytorch.loggers.TensorBoardLogger", save_dir="logs", name="demo", default_hp_metric=False)
+DEFAULT_LOGGER = _component(
+    "lightning.pytorch.loggers.TensorBoardLogger", save_dir="logs", name="demo", default_hp_metric=False
+)
 
 
 class _Session:
@@ -72,7 +79,9 @@ def _configure_logging() -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
     # Lightning's advert for its cloud logger, on every Trainer.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
     # Deprecations inside transformers/PEFT/Lightning that users cannot act on.
     for message in (r".*is_gradient_checkpointing.*", r".*gradient_checkpointing_enable.*", r".*LeafSpec.*"):
         warnings.filterwarnings("ignore", message=message)
@@ -140,7 +149,12 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
                 self.config_init[self.subcommand]["ckpt_path"] = str(session.run.resumed_from)
                 for note in session.run.notes:
                     log.info(note)
-                log.info("resuming %s (step %d) into %s", session.run.resumed_from, session.run.resumed_step, session.run.log_dir)
+                log.info(
+                    "resuming %s (step %d) into %s",
+                    session.run.resumed_from,
+                    session.run.resumed_step,
+                    session.run.log_dir,
+                )
 
         def after_fit(self) -> None:
             _finish(session, status="finished")
@@ -214,9 +228,9 @@ def _resolve_run(config):
     logs, checkpoints = os.path.join(logger["save_dir"], name), _checkpoints_dir(config, name)
     if rank_zero_only.rank != 0:
         raise TLIError(
-            "this process (rank %d) was started by an external launcher without the run chosen by rank 0; launch "
-            "through Lightning (--trainer.devices N --trainer.strategy ddp) or export %s from rank 0"
-            % (rank_zero_only.rank, runs.RUN_ENV)
+            f"this process (rank {rank_zero_only.rank}) was started by an external launcher without the run chosen "
+            f"by rank 0; launch through Lightning (--trainer.devices N --trainer.strategy ddp) or export "
+            f"{runs.RUN_ENV} from rank 0"
         )
     if config.ckpt_path:
         run, fresh = runs.resolve_resume(str(config.ckpt_path), logs, checkpoints, name), False
@@ -270,7 +284,11 @@ def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
     for section in ("seed_everything", "model", "data"):
         old, new = before.get(section), now.get(section)
         if isinstance(old, dict) and isinstance(new, dict):
-            differences += [f"{section}.{k}: {new.get(k)!r} (run: {old.get(k)!r})" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            differences += [
+                f"{section}.{k}: {new.get(k)!r} (run: {old.get(k)!r})"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
         elif old != new:
             differences.append(f"{section}: {new!r} (run: {old!r})")
     if differences:
@@ -322,7 +340,12 @@ def main(argv: list[str] | None = None) -> None:
             _lightning_cli(["fit"] if not argv else None if from_command_line else argv, session)
     except TLIError as error:
         print(f"error: {error}", file=sys.stderr)
-        if session.fresh and session.run is not None and session.trainer is not None and session.trainer.global_step == 0:
+        if (
+            session.fresh
+            and session.run is not None
+            and session.trainer is not None
+            and session.trainer.global_step == 0
+        ):
             from tli_lightning.runs import discard_unused
 
             discard_unused(session.run)

@@ -30,14 +30,26 @@ def _positive(text: str) -> int:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="hub id or local directory of a causal LM; 'tiny' = the embedded demo model "
-                        "(default with --adapter: the model the adapter was trained on)")
-    parser.add_argument("--adapter", help="a PEFT adapter directory written by a run (checkpoints/<name>/version_<n>/adapter_epochNN) "
-                        "to apply on top; its tli_settings.json gives the base's defaults")
-    parser.add_argument("--quantization", choices=["nf4", "fp4", "none"], help="load the base in 4-bit with bitsandbytes "
-                        "(default: the adapter's training setting, else none)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype, or 4-bit compute dtype "
-                        "(default: the adapter's training setting, else float32)")
+    parser.add_argument(
+        "--model",
+        help="hub id or local directory of a causal LM; 'tiny' = the embedded demo model "
+        "(default with --adapter: the model the adapter was trained on)",
+    )
+    parser.add_argument(
+        "--adapter",
+        help="a PEFT adapter directory written by a run (checkpoints/<name>/version_<n>/adapter_epochNN) "
+        "to apply on top; its tli_settings.json gives the base's defaults",
+    )
+    parser.add_argument(
+        "--quantization",
+        choices=["nf4", "fp4", "none"],
+        help="load the base in 4-bit with bitsandbytes (default: the adapter's training setting, else none)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="weight dtype, or 4-bit compute dtype (default: the adapter's training setting, else float32)",
+    )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass (default: 32)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -56,19 +68,37 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
                 saved = json.loads(settings_file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as error:
                 raise TLIError(f"{settings_file}:{error.lineno}: not valid JSON ({error.msg})") from None
-            trained = {"model": saved["model_name_or_path"], "quantization": saved["quantization"], "dtype": saved["compute_dtype"],
-                       "double_quant": saved["double_quant"], "quant_storage": saved["quant_storage"]}
+            trained = {
+                "model": saved["model_name_or_path"],
+                "quantization": saved["quantization"],
+                "dtype": saved["compute_dtype"],
+                "double_quant": saved["double_quant"],
+                "quant_storage": saved["quant_storage"],
+            }
             trained["template"] = saved.get("word_template", "{word}")
         else:
-            log.warning("%s has no tli_settings.json: pass --model, --quantization and --dtype as it was trained", adapter)
+            log.warning(
+                "%s has no tli_settings.json: pass --model, --quantization and --dtype as it was trained", adapter
+            )
     chosen = {"model": args.model, "quantization": args.quantization, "dtype": args.dtype}
-    settings = {"model": None, "quantization": "none", "dtype": "float32", "double_quant": False, "quant_storage": "uint8"}
+    settings = {
+        "model": None,
+        "quantization": "none",
+        "dtype": "float32",
+        "double_quant": False,
+        "quant_storage": "uint8",
+    }
     settings.update({k: v for k, v in trained.items() if k in BASE_KEYS})
     for key, value in chosen.items():
         if value is None:
             continue
         if key in trained and trained[key] != value:
-            log.warning("--%s %s differs from the adapter's training setting (%s): measuring it on another base", key, value, trained[key])
+            log.warning(
+                "--%s %s differs from the adapter's training setting (%s): measuring it on another base",
+                key,
+                value,
+                trained[key],
+            )
         settings[key] = value
     if settings["model"] is None:
         raise TLIError("--model is required (or --adapter with a tli_settings.json naming its base)")
@@ -83,8 +113,12 @@ def _load(args: argparse.Namespace, settings: dict[str, Any]):
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_causal_lm(
-        settings["model"], quantization=settings["quantization"], compute_dtype=settings["dtype"],
-        double_quant=settings["double_quant"], quant_storage=settings["quant_storage"], device=device,
+        settings["model"],
+        quantization=settings["quantization"],
+        compute_dtype=settings["dtype"],
+        double_quant=settings["double_quant"],
+        quant_storage=settings["quant_storage"],
+        device=device,
     )
     if args.adapter:
         from peft import PeftModel
@@ -106,8 +140,14 @@ def _progress(args: argparse.Namespace, description: str):
 
 def _record(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """The settings actually used, for the output files."""
-    return {"model": settings["model"], "adapter": args.adapter, "quantization": settings["quantization"], "dtype": settings["dtype"],
-            "double_quant": settings["double_quant"], "quant_storage": settings["quant_storage"]}
+    return {
+        "model": settings["model"],
+        "adapter": args.adapter,
+        "quantization": settings["quantization"],
+        "dtype": settings["dtype"],
+        "double_quant": settings["double_quant"],
+        "quant_storage": settings["quant_storage"],
+    }
 
 
 def _output(path: str) -> Path:
@@ -124,14 +164,23 @@ def scan(argv: list[str]) -> None:
         description=f"Per-layer alignment of translation pairs, no training. {LAYERS_NOTE}",
     )
     _model_options(parser)
-    parser.add_argument("--lexicon", required=True, help="pairs to measure: TSV with a header, or the TLI paper's JSON list")
+    parser.add_argument(
+        "--lexicon", required=True, help="pairs to measure: TSV with a header, or the TLI paper's JSON list"
+    )
     parser.add_argument("--control", help="a second pair set (e.g. held-out control pairs), reported beside the first")
     parser.add_argument("--source-column", default="sw", help="TSV column / JSON key of the source word (default: sw)")
     parser.add_argument("--target-column", default="en", help="TSV column / JSON key of the target word (default: en)")
     parser.add_argument("--limit", type=_positive, help="measure only the first N pairs of each set")
-    parser.add_argument("--template", help="text around each word; only the word's tokens are averaged "
-                        "(default: the adapter's training template, else '{word}')")
-    parser.add_argument("--output", default="scan.json", help="JSON report to write; a PNG plot is written beside it (default: scan.json)")
+    parser.add_argument(
+        "--template",
+        help="text around each word; only the word's tokens are averaged "
+        "(default: the adapter's training template, else '{word}')",
+    )
+    parser.add_argument(
+        "--output",
+        default="scan.json",
+        help="JSON report to write; a PNG plot is written beside it (default: scan.json)",
+    )
     args = parser.parse_args(argv)
 
     from tli_lightning.lexicon import read_lexicon
@@ -151,7 +200,9 @@ def scan(argv: list[str]) -> None:
     from tli_lightning.plots import alignment_figure
 
     words = words_of(sets)
-    vectors = embed_all_layers(model, tokenizer, words, template=template, batch_size=args.batch_size, progress=_progress(args, "scan"))
+    vectors = embed_all_layers(
+        model, tokenizer, words, template=template, batch_size=args.batch_size, progress=_progress(args, "scan")
+    )
     report = alignment_report(zip(vectors["plain"], vectors["with_bos"]), words, sets)
     report.update(_record(settings, args), template=template)
     output.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
@@ -177,12 +228,19 @@ def zeroshot(argv: list[str]) -> None:
         ),
     )
     _model_options(parser)
-    parser.add_argument("--data", required=True, help="local JSONL/TSV (premise, hypothesis, label), a pattern with {lang}, "
-                        "or the hub id facebook/xnli")
-    parser.add_argument("--language", required=True, help="XNLI language code for the verbalizers (and the hub config), e.g. sw")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="local JSONL/TSV (premise, hypothesis, label), a pattern with {lang}, or the hub id facebook/xnli",
+    )
+    parser.add_argument(
+        "--language", required=True, help="XNLI language code for the verbalizers (and the hub config), e.g. sw"
+    )
     parser.add_argument("--split", default="validation", help="hub split (default: validation, what lm-eval scores)")
     parser.add_argument("--limit", type=_positive, help="score only the first N examples (as lm-eval's --limit)")
-    parser.add_argument("--output", default="preds.jsonl", help="per-example JSONL in input order (default: preds.jsonl)")
+    parser.add_argument(
+        "--output", default="preds.jsonl", help="per-example JSONL in input order (default: preds.jsonl)"
+    )
     args = parser.parse_args(argv)
 
     from tli_lightning.xnli import candidate_templates, load_xnli
@@ -195,12 +253,21 @@ def zeroshot(argv: list[str]) -> None:
 
     from tli_lightning.zeroshot import classification_scores, score_xnli
 
-    loglik = score_xnli(model, tokenizer, examples, templates=templates, batch_size=args.batch_size,
-                        progress=_progress(args, f"xnli {args.language}"))
+    loglik = score_xnli(
+        model,
+        tokenizer,
+        examples,
+        templates=templates,
+        batch_size=args.batch_size,
+        progress=_progress(args, f"xnli {args.language}"),
+    )
     predictions = loglik.argmax(dim=1).tolist()
     with output.open("w", encoding="utf-8") as handle:
         for index, (example, row, prediction) in enumerate(zip(examples, loglik.tolist(), predictions)):
-            handle.write(json.dumps({"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction}) + "\n")
+            handle.write(
+                json.dumps({"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction})
+                + "\n"
+            )
     scores = classification_scores(predictions, [e.label for e in examples])
     print(json.dumps({"language": args.language, **scores, "settings": _record(settings, args)}))
 

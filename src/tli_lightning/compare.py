@@ -515,6 +515,8 @@ def build_report(
     if not 0 < confidence < 1 or resamples < 1 or min_seeds < 1:
         raise TLIError(f"need 0 < confidence < 1, resamples >= 1 and min_seeds >= 1, got {confidence}, {resamples}, "
                        f"{min_seeds}")
+    if isinstance(run_dirs, (str, Path)):  # one directory, not the characters of its name
+        run_dirs = [run_dirs]
     loaded = [load_run(path) for path in find_runs(run_dirs)]
     _check_same_data(loaded)
     warnings: list[str] = []

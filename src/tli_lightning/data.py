@@ -129,7 +129,9 @@ class TLIDataModule(L.LightningDataModule):
             log.warning("dropped %d trained pairs sharing a word with the control set", dropped)
         self.control_pairs = control
         if len(self.train_pairs) < 2 or len(self.control_pairs) < 2:
-            raise TLIError(f"need at least 2 trained and 2 control pairs, got {len(self.train_pairs)} and {len(control)}")
+            raise TLIError(
+                f"need at least 2 trained and 2 control pairs, got {len(self.train_pairs)} and {len(control)}"
+            )
         self.xnli = self._xnli()
 
     def _xnli(self) -> dict[str, list[XNLIExample]]:
@@ -163,11 +165,19 @@ class TLIDataModule(L.LightningDataModule):
         # Training order follows the global seed (replicate runs differ); what is measured follows data.seed.
         seed = torch.initial_seed() % 2**31 if shuffle else self.hparams.seed
         batches = ConflictFreeBatchSampler(
-            epoch_carrier, self.hparams.batch_size, pairs=dataset.pairs, seed=seed, shuffle=shuffle, num_replicas=world, rank=rank
+            epoch_carrier,
+            self.hparams.batch_size,
+            pairs=dataset.pairs,
+            seed=seed,
+            shuffle=shuffle,
+            num_replicas=world,
+            rank=rank,
         )
         # A private generator: creating an iterator then draws from it, not from torch's global
         # RNG, so evaluation and resuming do not shift the LoRA-dropout random stream.
-        kwargs = dict(batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.hparams.seed))
+        kwargs = dict(
+            batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.hparams.seed)
+        )
         if shuffle and self.trainer is not None:
             return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
         return DataLoader(dataset, **kwargs)
@@ -184,11 +194,15 @@ class TLIDataModule(L.LightningDataModule):
     def fingerprint(self) -> dict[str, str]:
         """Hashes of what is measured (trained pairs, control pairs, XNLI rows per language): runs whose
         fingerprints differ are not comparable."""
+
         def digest(value) -> str:
             return hashlib.sha256(json.dumps(value, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
 
         return {
             "trained_pairs": digest(sorted(self.train_pairs)),
             "control_pairs": digest(sorted(self.control_pairs)),
-            **{f"xnli_{lang}": digest([[e.premise, e.hypothesis, e.label] for e in rows]) for lang, rows in self.xnli.items()},
+            **{
+                f"xnli_{lang}": digest([[e.premise, e.hypothesis, e.label] for e in rows])
+                for lang, rows in self.xnli.items()
+            },
         }

@@ -43,7 +43,9 @@ def _rows_from_tsv(path: Path, source_column: str, target_column: str) -> Iterat
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None:
-            raise TLIError(f"{path}: the file is empty (expected a header line with '{source_column}' and '{target_column}')")
+            raise TLIError(
+                f"{path}: the file is empty (expected a header line with '{source_column}' and '{target_column}')"
+            )
         header = [h.strip() for h in header]
         missing = [c for c in (source_column, target_column) if c not in header]
         if missing:
@@ -67,7 +69,7 @@ def _rows_from_json(path: Path, source_column: str, target_column: str) -> Itera
     except json.JSONDecodeError as error:
         raise TLIError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
     if not isinstance(entries, list):
-        raise TLIError(f"{path}: expected a JSON list of objects like {{\"swahili\": ..., \"english\": ...}}")
+        raise TLIError(f'{path}: expected a JSON list of objects like {{"swahili": ..., "english": ...}}')
     for number, entry in enumerate(entries, start=1):
         keys = (source_column, target_column) if isinstance(entry, dict) and source_column in entry else _PAPER_KEYS
         if not isinstance(entry, dict) or not all(k in entry for k in keys):
@@ -91,7 +93,9 @@ def read_lexicon(path: str | Path, source_column: str = "sw", target_column: str
             if not isinstance(value, str) or not value.strip():
                 raise TLIError(f"{where}: entries must be non-empty strings, got {value!r} in {(source, target)!r}")
             if len(value) > MAX_ENTRY_CHARS:
-                raise TLIError(f"{where}: entry of {len(value)} characters (at most {MAX_ENTRY_CHARS}): {value[:40]!r}...")
+                raise TLIError(
+                    f"{where}: entry of {len(value)} characters (at most {MAX_ENTRY_CHARS}): {value[:40]!r}..."
+                )
         pair = (_clean(source), _clean(target))
         if pair in seen:
             duplicates += 1

@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from tli_lightning.errors import TLIError
 from tli_lightning.tiny_model import TINY, build_tiny_model
@@ -85,4 +91,12 @@ def _keep_4bit_weights_trainable(model: torch.nn.Module) -> None:
 
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
+            if not hasattr(module, "support_avx512bf16_for_cpu"):
+                # Setting a flag bitsandbytes no longer reads would silently bring the bug back.
+                raise RuntimeError(
+                    f"bitsandbytes {bnb.__version__} no longer has Linear4bit.support_avx512bf16_for_cpu, which "
+                    "tli_lightning sets to keep CPU training's gradients through 4-bit layers; install "
+                    "bitsandbytes==0.50.2 (tested), or check whether the new version still repacks weights "
+                    "on eval-mode forwards and update tli_lightning.loading._keep_4bit_weights_trainable"
+                )
             module.support_avx512bf16_for_cpu = False

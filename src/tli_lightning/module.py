@@ -30,7 +30,11 @@ PRECISIONS = ("32-true", "32", "bf16-mixed")
 
 
 def _summary(out: ContrastiveOutput) -> dict[str, torch.Tensor]:
-    return {"loss": out.loss.detach(), "pos_sim": out.positive.detach().mean(), "hardest_neg_sim": out.hardest_negative.detach().mean()}
+    return {
+        "loss": out.loss.detach(),
+        "pos_sim": out.positive.detach().mean(),
+        "hardest_neg_sim": out.hardest_negative.detach().mean(),
+    }
 
 
 def _require(condition: bool, message: str) -> None:
@@ -109,9 +113,13 @@ class TLIModule(L.LightningModule):
         _require(
             adaptation != "full" or quantization == "none",
             "adaptation 'full' trains the weights themselves, which 4-bit weights cannot be; set "
-            "--model.quantization none (with --model.compute_dtype bfloat16 to save memory), or use --model.adaptation lora",
+            "--model.quantization none (with --model.compute_dtype bfloat16 to save memory), "
+            "or use --model.adaptation lora",
         )
-        _require(adapt_layers != "all" or adaptation == "full", "adapt_layers 'all' is for adaptation 'full'; for LoRA list the blocks to adapt")
+        _require(
+            adapt_layers != "all" or adaptation == "full",
+            "adapt_layers 'all' is for adaptation 'full'; for LoRA list the blocks to adapt",
+        )
         _require(lora_r >= 1, f"lora_r must be at least 1, got {lora_r}")
         _require(lora_alpha > 0, f"lora_alpha must be positive, got {lora_alpha}")
         _require(0 <= lora_dropout < 1, f"lora_dropout must be in [0, 1), got {lora_dropout}")
@@ -135,8 +143,16 @@ class TLIModule(L.LightningModule):
     def settings(self) -> dict[str, Any]:
         """What an adapter needs to be evaluated on the base it was trained on (saved beside every adapter)."""
         hp = self.hparams
-        keys = ("model_name_or_path", "quantization", "compute_dtype", "double_quant", "quant_storage",
-                "adaptation", "include_special_tokens", "word_template")
+        keys = (
+            "model_name_or_path",
+            "quantization",
+            "compute_dtype",
+            "double_quant",
+            "quant_storage",
+            "adaptation",
+            "include_special_tokens",
+            "word_template",
+        )
         return {**{k: hp[k] for k in keys}, "target_layer": self.target_layer}
 
     def _check_trainer(self) -> None:
@@ -211,7 +227,13 @@ class TLIModule(L.LightningModule):
         # from_pretrained returns eval mode; training needs LoRA dropout on (Lightning keeps modes as found).
         self.model = model.train()
         self.trainable_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log.info("adapting blocks %s of %d (%s); %d trainable parameters", blocks, blocks_total, hp.adaptation, self.trainable_parameters)
+        log.info(
+            "adapting blocks %s of %d (%s); %d trainable parameters",
+            blocks,
+            blocks_total,
+            hp.adaptation,
+            self.trainable_parameters,
+        )
 
     def _adapt(self, model: torch.nn.Module, blocks: list[int]) -> torch.nn.Module:
         """LoRA on ``blocks`` (PEFT), or full-rank training of ``blocks`` (plus what ``all`` adds)."""
@@ -300,11 +322,15 @@ class TLIModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
         values = _summary(self.contrastive(batch))
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=len(batch["source"]), sync_dist=True)
+        self.log_dict(
+            {f"val/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=len(batch["source"]), sync_dist=True
+        )
 
     def test_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
         values = _summary(self.contrastive(batch))
-        self.log_dict({f"test/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=len(batch["source"]), sync_dist=True)
+        self.log_dict(
+            {f"test/{k}": v for k, v in values.items()}, on_epoch=True, batch_size=len(batch["source"]), sync_dist=True
+        )
 
     # ---- optimisation ------------------------------------------------------------------------
 
@@ -371,5 +397,6 @@ class TLIModule(L.LightningModule):
             raise TLIError(
                 f"checkpoint {self._trainer.ckpt_path if self._trainer else ''} lacks {len(missing)} trainable "
                 f"tensors of this model (e.g. {missing[:2]}): it was saved with other adaptation settings. "
-                "Resume with the settings it was saved with (the run's config.yaml), or start a new run without --ckpt_path"
+                "Resume with the settings it was saved with (the run's config.yaml), "
+                "or start a new run without --ckpt_path"
             )

@@ -33,7 +33,9 @@ def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str =
         gap_ax.plot(layers, entry["gap"], color=color, marker=".", label=name)
         p_ax.plot(layers, entry["p_at_1_s2t"], color=color, marker=".", label=name)
         if before is not None:
-            gap_ax.plot(baseline["layers"], before["gap"], color=color, linestyle="--", alpha=0.6, label=f"{name}, before")
+            gap_ax.plot(
+                baseline["layers"], before["gap"], color=color, linestyle="--", alpha=0.6, label=f"{name}, before"
+            )
             p_ax.plot(baseline["layers"], before["p_at_1_s2t"], color=color, linestyle="--", alpha=0.6)
         if entry.get("candidates"):
             p_ax.axhline(1 / entry["candidates"], color=color, linestyle=":", alpha=0.7, label=f"chance ({name})")
@@ -73,6 +75,9 @@ def tensorboard_layout(pair_sets: Sequence[str], languages: Sequence[str]) -> di
         for name in pair_sets
         for metric in ("gap", "cos", "cos_random", "p_at_1_s2t")
     }
-    xnli = {f"{what} per language": ["Multiline", [rf"xnli/({'|'.join(languages)})/{what}"]] for what in ("acc", "retention")}
+    xnli = {
+        f"{what} per language": ["Multiline", [rf"xnli/({'|'.join(languages)})/{what}"]]
+        for what in ("acc", "retention")
+    }
     training = {"contrastive loss": ["Multiline", [r"train/loss_epoch", r"val/loss"]]}
     return {"alignment, all layers": alignment, "zero-shot XNLI": xnli, "training": training}

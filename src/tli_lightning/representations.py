@@ -37,7 +37,9 @@ class TokenizedWords:
     special_mask: Tensor  # special tokens that are real input (BOS/EOS), padding excluded
 
     def to(self, device: torch.device | str) -> TokenizedWords:
-        return TokenizedWords(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.word_mask, self.special_mask)))
+        return TokenizedWords(
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.word_mask, self.special_mask))
+        )
 
     def pooling_mask(self, include_special_tokens: bool = False) -> Tensor:
         return self.word_mask | self.special_mask if include_special_tokens else self.word_mask

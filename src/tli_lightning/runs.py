@@ -46,16 +46,24 @@ class Run:
 
     def to_env(self) -> str:
         return json.dumps(
-            {"name": self.name, "version": self.version, "log_dir": str(self.log_dir), "checkpoint_dir": str(self.checkpoint_dir),
-             "resumed_from": str(self.resumed_from) if self.resumed_from else None, "resumed_step": self.resumed_step}
+            {
+                "name": self.name,
+                "version": self.version,
+                "log_dir": str(self.log_dir),
+                "checkpoint_dir": str(self.checkpoint_dir),
+                "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+                "resumed_step": self.resumed_step,
+            }
         )
 
     @classmethod
     def from_env(cls, text: str) -> Run:
         data = json.loads(text)
         resumed = data.pop("resumed_from")
-        return cls(**{**data, "log_dir": Path(data["log_dir"]), "checkpoint_dir": Path(data["checkpoint_dir"])},
-                   resumed_from=Path(resumed) if resumed else None)
+        return cls(
+            **{**data, "log_dir": Path(data["log_dir"]), "checkpoint_dir": Path(data["checkpoint_dir"])},
+            resumed_from=Path(resumed) if resumed else None,
+        )
 
 
 def _versions(directory: Path) -> list[int]:
@@ -125,7 +133,9 @@ def read_progress(path: Path) -> Progress:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
         return Progress(int(checkpoint["global_step"]), int(checkpoint["epoch"]), path.stat().st_mtime)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        raise TLIError(f"{path}: not a readable Lightning checkpoint (empty, truncated or another format): {error}") from None
+        raise TLIError(
+            f"{path}: not a readable Lightning checkpoint (empty, truncated or another format): {error}"
+        ) from None
 
 
 def newest_checkpoint(directory: Path) -> tuple[Path, Progress] | None:
@@ -149,10 +159,17 @@ def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: s
         for version in sorted(set(_versions(logs) + _versions(checkpoints)), reverse=True):
             found = newest_checkpoint(checkpoints / f"version_{version}")
             if found is not None:
-                run = Run(name, version, logs / f"version_{version}", checkpoints / f"version_{version}", found[0], found[1].global_step)
+                run = Run(
+                    name,
+                    version,
+                    logs / f"version_{version}",
+                    checkpoints / f"version_{version}",
+                    found[0],
+                    found[1].global_step,
+                )
                 newer = [v for v in _versions(checkpoints) if v > version]
                 if newer:
-                    run.notes.append(f"runs {['version_%d' % v for v in newer]} have no checkpoint and are not resumed")
+                    run.notes.append(f"runs {[f'version_{v}' for v in newer]} have no checkpoint and are not resumed")
                 return run
         raise TLIError(
             f"--ckpt_path last: no checkpoint under {checkpoints}/version_*; start a new run without --ckpt_path"
@@ -163,8 +180,18 @@ def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: s
         version = int(match.group(1))
         found = newest_checkpoint(checkpoints / f"version_{version}")
         if found is None:
-            raise TLIError(f"--ckpt_path {spec}: run version_{version} has no readable checkpoint in {checkpoints}/version_{version}")
-        return Run(name, version, logs / f"version_{version}", checkpoints / f"version_{version}", found[0], found[1].global_step)
+            raise TLIError(
+                f"--ckpt_path {spec}: run version_{version} has no readable checkpoint "
+                f"in {checkpoints}/version_{version}"
+            )
+        return Run(
+            name,
+            version,
+            logs / f"version_{version}",
+            checkpoints / f"version_{version}",
+            found[0],
+            found[1].global_step,
+        )
     progress = read_progress(path)
     match = _VERSION.match(path.parent.name)
     if match and path.parent.parent.resolve() == checkpoints.resolve():
@@ -210,8 +237,11 @@ def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
     if datamodule is not None and hasattr(datamodule, "fingerprint"):
         summary["data"] = {k: _plain(v) for k, v in datamodule.hparams.items()}
         summary["data"]["fingerprint"] = datamodule.fingerprint()
-        summary["data"]["counts"] = {"trained_pairs": len(datamodule.train_pairs), "control_pairs": len(datamodule.control_pairs),
-                                     **{f"xnli_{k}": len(v) for k, v in datamodule.xnli.items()}}
+        summary["data"]["counts"] = {
+            "trained_pairs": len(datamodule.train_pairs),
+            "control_pairs": len(datamodule.control_pairs),
+            **{f"xnli_{k}": len(v) for k, v in datamodule.xnli.items()},
+        }
     for callback in trainer.callbacks:
         if isinstance(callback, LayerwiseAlignment) and callback.baseline is not None:
             before, after = callback.baseline, callback.last
@@ -231,8 +261,11 @@ def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
             summary["xnli"] = {
                 "epoch": last["epoch"],
                 "languages": {
-                    lang: {"acc": [first[f"xnli/{lang}/acc"], last[f"xnli/{lang}/acc"]], "correct_of": [first["correct_of"][lang], last["correct_of"][lang]],
-                           "retention": last[f"xnli/{lang}/retention"]}
+                    lang: {
+                        "acc": [first[f"xnli/{lang}/acc"], last[f"xnli/{lang}/acc"]],
+                        "correct_of": [first["correct_of"][lang], last["correct_of"][lang]],
+                        "retention": last[f"xnli/{lang}/retention"],
+                    }
                     for lang in last["correct_of"]
                 },
             }
@@ -255,9 +288,15 @@ def log_hparams(logger: Any, summary: dict[str, Any]) -> None:
     if not hasattr(logger, "log_hyperparams"):
         return
     model = summary.get("model", {})
-    params = {"arm": summary["name"], "seed": summary["seed"], "target_layer": summary.get("target_layer"),
-              "trainable_parameters": summary.get("trainable_parameters")}
-    params.update({k: model.get(k) for k in ("adaptation", "quantization", "compute_dtype", "lora_r", "learning_rate", "loss")})
+    params = {
+        "arm": summary["name"],
+        "seed": summary["seed"],
+        "target_layer": summary.get("target_layer"),
+        "trainable_parameters": summary.get("trainable_parameters"),
+    }
+    params.update(
+        {k: model.get(k) for k in ("adaptation", "quantization", "compute_dtype", "lora_r", "learning_rate", "loss")}
+    )
     params["adapt_layers"] = str(model.get("adapt_layers"))
     metrics = {}
     for layer, sets in summary.get("alignment", {}).get("layers", {}).items():
@@ -280,19 +319,25 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
     ]
     alignment = summary.get("alignment")
     if alignment:
-        lines.append(f"alignment, before training -> epoch {alignment['epoch']} (gap = pair cosine - random-pair cosine):")
+        lines.append(
+            f"alignment, before training -> epoch {alignment['epoch']} (gap = pair cosine - random-pair cosine):"
+        )
         for layer, sets in alignment["layers"].items():
             which = "target" if int(layer) == summary.get("target_layer") else "final"
             for name, m in sets.items():
                 lines.append(
                     f"  layer {layer:>2} ({which:6}) {name:8} gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
-                    f"P@1 {m['p_at_1_s2t'][0]:.3f} -> {m['p_at_1_s2t'][1]:.3f}   cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
+                    f"P@1 {m['p_at_1_s2t'][0]:.3f} -> {m['p_at_1_s2t'][1]:.3f}   "
+                    f"cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
                 )
     xnli = summary.get("xnli")
     if xnli:
         lines.append(f"zero-shot XNLI accuracy, before training -> epoch {xnli['epoch']}:")
         for lang, r in xnli["languages"].items():
             (c0, n0), (c1, n1) = r["correct_of"]
-            lines.append(f"  {lang}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   retention {r['retention']:.3f}")
+            lines.append(
+                f"  {lang}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   "
+                f"retention {r['retention']:.3f}"
+            )
     lines.append(f"  (written to {path})")
     return "\n".join(lines)

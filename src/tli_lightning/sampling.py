@@ -28,7 +28,7 @@ def plan_batches(pairs: Sequence[Pair], indices: Sequence[int], batch_size: int)
     open_batches: list[tuple[list[int], set[str], set[str]]] = []
     for index in indices:
         source, target = pairs[index]
-        for batch, sources, targets in open_batches:
+        for batch, sources, targets in open_batches:  # noqa: B007 (the batch found is used after the loop)
             if source not in sources and target not in targets:
                 break
         else:
@@ -104,7 +104,9 @@ class ConflictFreeBatchSampler(BatchSampler):
             plan = plan_batches(self.pairs, order, self.batch_size)
             if self.drop_last:
                 plan = [b for b in plan if len(b) == self.batch_size]
-            per_process = batches_per_epoch(len(self.pairs), self.batch_size, self.num_replicas) if self.shuffle else None
+            per_process = (
+                batches_per_epoch(len(self.pairs), self.batch_size, self.num_replicas) if self.shuffle else None
+            )
             if per_process is None or per_process > len(plan) // self.num_replicas:
                 per_process = len(plan) // self.num_replicas  # every process the same count
             self._cache = (self.epoch, plan[: per_process * self.num_replicas])

@@ -49,7 +49,14 @@ def _demo_corpus() -> list[str]:
             example = json.loads(row)
             lines += [example["premise"], example["hypothesis"]]
     # The lm-eval XNLI verbalizers, so scoring prompts tokenize into known pieces.
-    lines += [", right? Yes, ", ", right? Also, ", ", right? No, ", ", sahihi? Ndiyo, ", ", sahihi? Hivyo, ", ", sahihi? Hapana, "]
+    lines += [
+        ", right? Yes, ",
+        ", right? Also, ",
+        ", right? No, ",
+        ", sahihi? Ndiyo, ",
+        ", sahihi? Hivyo, ",
+        ", sahihi? Hapana, ",
+    ]
     return lines
 
 

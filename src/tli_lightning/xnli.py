@@ -71,7 +71,9 @@ def _example(record: object, where: str) -> XNLIExample:
     if isinstance(label, str) and label.strip() in ("0", "1", "2"):  # TSV cells are text
         label = int(label)
     if type(label) is not int or label not in (0, 1, 2):  # type(): True is an int to isinstance
-        raise TLIError(f"{where}: label must be 0 (entailment), 1 (neutral) or 2 (contradiction), got {record['label']!r}")
+        raise TLIError(
+            f"{where}: label must be 0 (entailment), 1 (neutral) or 2 (contradiction), got {record['label']!r}"
+        )
     return XNLIExample(record["premise"], record["hypothesis"], label)
 
 

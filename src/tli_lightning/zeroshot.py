@@ -110,7 +110,9 @@ def score_with_shared_prefix(
     max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
     if max(len(s) for s in sequences) > max_len + 1:  # lm-eval truncates from the left: no shared prefix left
         texts = [c for group in groups for c in group]
-        return score_sequences(model, tokenizer, texts, batch_size=batch_size * k, progress=progress).view(len(groups), k)
+        return score_sequences(model, tokenizer, texts, batch_size=batch_size * k, progress=progress).view(
+            len(groups), k
+        )
     decoder, head = decoder_of(model), _lm_head(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -136,7 +138,9 @@ def score_with_shared_prefix(
         out = decoder(input_ids=ids, attention_mask=mask, use_cache=True)
         hidden, cache = out.last_hidden_state, out.cache
         lengths = torch.tensor(shared, device=device)
-        inside = torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None] - 1  # position t predicts token t + 1
+        inside = (
+            torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None] - 1
+        )  # position t predicts token t + 1
         within = _summed_per_row(head, hidden, ids.roll(-1, dims=1), inside)  # the wrapped column is never inside
         last = hidden[torch.arange(len(batch), device=device), lengths - 1]  # predicts each candidate's first own token
         first = torch.tensor([[m[j][p] for j in range(k)] for m, p in zip(members, shared)], device=device)
@@ -150,9 +154,15 @@ def score_with_shared_prefix(
             positions = lengths.repeat_interleave(k)[:, None] + torch.arange(rest_ids.shape[1] - 1, device=device)
             attention = torch.cat([mask.repeat_interleave(k, dim=0), rest_mask[:, :-1]], dim=1)
             rest_hidden = decoder(
-                input_ids=rest_ids[:, :-1], attention_mask=attention, position_ids=positions, cache=cache, use_cache=True
+                input_ids=rest_ids[:, :-1],
+                attention_mask=attention,
+                position_ids=positions,
+                cache=cache,
+                use_cache=True,
             ).last_hidden_state
-            totals = totals + _summed_per_row(head, rest_hidden, rest_ids[:, 1:], rest_mask[:, 1:].bool()).view(len(batch), k)
+            totals = totals + _summed_per_row(head, rest_hidden, rest_ids[:, 1:], rest_mask[:, 1:].bool()).view(
+                len(batch), k
+            )
         scores[torch.tensor(batch)] = totals.cpu()
     return scores
 
@@ -177,7 +187,9 @@ def score_xnli(
     return score_with_shared_prefix(model, tokenizer, groups, batch_size=batch_size, progress=progress)
 
 
-def classification_scores(predictions: Sequence[int], labels: Sequence[int], num_classes: int = 3) -> dict[str, float | int]:
+def classification_scores(
+    predictions: Sequence[int], labels: Sequence[int], num_classes: int = 3
+) -> dict[str, float | int]:
     """lm-eval's ``acc`` as the exact fraction ``correct / n``, and macro F1 over the classes.
 
     Plain counting rather than torchmetrics: its float32 accuracy prints 0.35 as 0.3499999940395355,

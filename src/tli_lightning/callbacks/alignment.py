@@ -69,8 +69,10 @@ class LayerwiseAlignment(EpochMeasurement):
         get_tokenizer: Getter = default_tokenizer,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1 or (limit is not None and limit < 2):
-            raise TLIError(f"LayerwiseAlignment: every_n_epochs and batch_size must be >= 1 and limit >= 2, got "
-                           f"{every_n_epochs}, {batch_size}, {limit}")
+            raise TLIError(
+                f"LayerwiseAlignment: every_n_epochs and batch_size must be >= 1 and limit >= 2, got "
+                f"{every_n_epochs}, {batch_size}, {limit}"
+            )
         self.pair_sets = pair_sets
         self.limit = limit
         self.every_n_epochs = every_n_epochs
@@ -100,14 +102,21 @@ class LayerwiseAlignment(EpochMeasurement):
         mine = list(shard(trainer, words)) or words[:1]  # an empty shard still runs one word, for the gather
         with evaluating(model):
             vectors = embed_all_layers(
-                model, tokenizer, mine, template=self.word_template, batch_size=self.batch_size,
+                model,
+                tokenizer,
+                mine,
+                template=self.word_template,
+                batch_size=self.batch_size,
                 progress=progress_bar(trainer, "alignment", self.progress),
             )
         count = len(shard(trainer, words))
 
         def layers() -> Iterator[tuple[Tensor, Tensor]]:
             for plain, with_bos in zip(vectors["plain"], vectors["with_bos"]):
-                yield gather_rows(trainer, plain[:count], len(words)), gather_rows(trainer, with_bos[:count], len(words))
+                yield (
+                    gather_rows(trainer, plain[:count], len(words)),
+                    gather_rows(trainer, with_bos[:count], len(words)),
+                )
 
         return alignment_report(layers(), words, sets)
 
@@ -122,7 +131,9 @@ class LayerwiseAlignment(EpochMeasurement):
         report["epoch"] = trainer.current_epoch + (0 if name == "baseline" else 1)
         report["global_step"] = trainer.global_step
         summary = {k: v for k, v in report.items() if k != "sets"}
-        summary["sets"] = {s: {**{m: e[m] for m in METRICS}, "candidates": e["candidates"]} for s, e in report["sets"].items()}
+        summary["sets"] = {
+            s: {**{m: e[m] for m in METRICS}, "candidates": e["candidates"]} for s, e in report["sets"].items()
+        }
         summary["name"] = name
         if self.baseline is None:
             self.baseline = summary

@@ -128,14 +128,20 @@ class ExactResume(Callback):
             if len(states) == trainer.world_size:
                 _set_rng_state(states[trainer.global_rank])
             else:
-                log.warning("the checkpoint holds RNG states of %d processes, not %d: dropout will differ", len(states), trainer.world_size)
+                log.warning(
+                    "the checkpoint holds RNG states of %d processes, not %d: dropout will differ",
+                    len(states),
+                    trainer.world_size,
+                )
             self._rng_to_restore = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._stop_requested(trainer):  # arrived during the previous epoch's end: its checkpoint is written
             raise RunInterrupted(self.requested or signal.SIGTERM)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._phase = "step"
         self._rng_at_step_start = _rng_state()
         self._stepped = False
@@ -148,7 +154,9 @@ class ExactResume(Callback):
         self._phase = "update"
         self._stepped = True
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._phase = "idle"
         self._grads_pending = not self._stepped
 
@@ -169,7 +177,9 @@ class ExactResume(Callback):
             path = self._save(trainer)
             if isinstance(exception, RunInterrupted):
                 exception.checkpoint = path
-            log.warning("saved %s (step %d): `fit --ckpt_path last` redoes the interrupted step", path, trainer.global_step)
+            log.warning(
+                "saved %s (step %d): `fit --ckpt_path last` redoes the interrupted step", path, trainer.global_step
+            )
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         self._furthest_step = max(self._furthest_step, trainer.global_step)

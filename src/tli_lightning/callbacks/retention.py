@@ -63,8 +63,10 @@ class ZeroShotRetention(EpochMeasurement):
         get_tokenizer: Getter = default_tokenizer,
     ) -> None:
         if every_n_epochs < 1 or batch_size < 1 or (limit is not None and limit < 1):
-            raise TLIError(f"ZeroShotRetention: every_n_epochs, batch_size and limit must be >= 1, got "
-                           f"{every_n_epochs}, {batch_size}, {limit}")
+            raise TLIError(
+                f"ZeroShotRetention: every_n_epochs, batch_size and limit must be >= 1, got "
+                f"{every_n_epochs}, {batch_size}, {limit}"
+            )
         self.examples = examples
         self.templates = dict(templates or {})
         self.limit = limit
@@ -96,7 +98,9 @@ class ZeroShotRetention(EpochMeasurement):
                 loglik = sharded_map(
                     trainer,
                     examples,
-                    lambda shard: score_xnli(model, tokenizer, shard, templates=templates, batch_size=self.batch_size, progress=bar),
+                    lambda shard, templates=templates, bar=bar: score_xnli(
+                        model, tokenizer, shard, templates=templates, batch_size=self.batch_size, progress=bar
+                    ),
                 )
                 labels = [e.label for e in examples]
                 scores = classification_scores(loglik.argmax(dim=1).tolist(), labels)
@@ -118,13 +122,22 @@ class ZeroShotRetention(EpochMeasurement):
         for lang, r in results.items():
             base = self.baseline.get(lang, float("nan"))
             r["retention"] = r["acc"] / base if base else float("nan")
-            scalars.update({f"xnli/{lang}/acc": r["acc"], f"xnli/{lang}/macro_f1": r["macro_f1"], f"xnli/{lang}/retention": r["retention"]})
+            scalars.update(
+                {
+                    f"xnli/{lang}/acc": r["acc"],
+                    f"xnli/{lang}/macro_f1": r["macro_f1"],
+                    f"xnli/{lang}/retention": r["retention"],
+                }
+            )
             counts[lang] = [r["correct"], r["n"]]
         epoch = trainer.current_epoch + (0 if name == "baseline" else 1)
         self.history.append({"epoch": epoch, "global_step": trainer.global_step, **scalars, "correct_of": counts})
         directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
         if trainer.is_global_zero:
-            write_json(directory / "xnli" / f"{name}.json", {"epoch": epoch, "global_step": trainer.global_step, "languages": results})
+            write_json(
+                directory / "xnli" / f"{name}.json",
+                {"epoch": epoch, "global_step": trainer.global_step, "languages": results},
+            )
         self.publish(trainer)
 
     def publish(self, trainer: L.Trainer) -> None:
