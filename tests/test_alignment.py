@@ -38,6 +38,27 @@ def test_the_random_baseline_is_the_exact_mean_over_every_wrong_pairing():
     torch.testing.assert_close(cross_cosine_per_pair(source, target), torch.stack(per_pair), atol=1e-6, rtol=0)
 
 
+def test_a_pairs_random_baseline_leaves_out_its_other_translations():
+    # "moto" means both "fire" and "hot": pairing moto with hot is right, not random.
+    pairs = [("moto", "fire"), ("moto", "hot"), ("maji", "water"), ("jua", "sun")]
+    g = torch.Generator().manual_seed(1)
+    table = {w: torch.randn(8, generator=g).tolist() for w in ("moto", "fire", "hot", "maji", "water", "jua", "sun")}
+    entry = _report(table, pairs)
+    vec = {w: torch.tensor(v) for w, v in table.items()}
+
+    def cos(a, b):
+        return float(F.cosine_similarity(vec[a], vec[b], dim=0))
+
+    expected = [
+        (cos("moto", "water") + cos("moto", "sun")) / 2,  # not "hot"
+        (cos("moto", "fire") * 0 + cos("moto", "water") + cos("moto", "sun")) / 2,  # not "fire"
+        (cos("maji", "fire") + cos("maji", "hot") + cos("maji", "sun")) / 3,
+        (cos("jua", "fire") + cos("jua", "hot") + cos("jua", "water")) / 3,
+    ]
+    assert [row[0] for row in entry["per_pair_random"]] == pytest.approx(expected, abs=1e-5)
+    assert entry["cos_random"][0] == pytest.approx(sum(expected) / 4, abs=1e-5)
+
+
 def test_a_shift_per_language_moves_cos_but_not_the_centered_cos():
     # Mean-centering removes any per-language offset exactly, so cos_centered is invariant to it
     # while the raw cosine and the random baseline move together.

@@ -9,19 +9,48 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import cli
 from scipy import stats as sp
 
 from tli_lightning.compare import build_report, compare
 from tli_lightning.errors import TLIError
 
-QUICK_FIT = ["fit", "--trainer.max_epochs", "2", "--data.xnli_limit", "6", "--trainer.enable_progress_bar", "false",
-             "--trainer.enable_model_summary", "false"]
-FULL_EARLY = ["--trainer.logger.init_args.name", "full_early", "--model.quantization", "none", "--model.adaptation", "full",
-              "--model.compute_dtype", "float32"]
+from cli_helpers import cli
+
+QUICK_FIT = [
+    "fit",
+    "--trainer.max_epochs",
+    "2",
+    "--data.xnli_limit",
+    "6",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
+FULL_EARLY = [
+    "--trainer.logger.init_args.name",
+    "full_early",
+    "--model.quantization",
+    "none",
+    "--model.adaptation",
+    "full",
+    "--model.compute_dtype",
+    "float32",
+]
 # Another XNLI subset: its data fingerprint differs. One epoch is enough to be a complete run.
-OTHER_DATA = ["fit", "--trainer.max_epochs", "1", "--data.xnli_limit", "5", "--trainer.enable_progress_bar", "false",
-              "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.name", "other_data"]
+OTHER_DATA = [
+    "fit",
+    "--trainer.max_epochs",
+    "1",
+    "--data.xnli_limit",
+    "5",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.logger.init_args.name",
+    "other_data",
+]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,7 +81,7 @@ def _table(md: str, heading: str) -> list[dict[str, str]]:
     lines = md.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"## {heading}"))
     table = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.startswith("## "):
             break
         if line.startswith("|"):
@@ -66,9 +95,11 @@ def _logged(run_dir: Path) -> dict:
     def last(kind: str) -> dict:
         return json.loads(max((run_dir / kind).glob("epoch_*.json")).read_text())
 
-    return {"summary": json.loads((run_dir / "summary.json").read_text()),
-            "alignment": (json.loads((run_dir / "alignment" / "baseline.json").read_text()), last("alignment")),
-            "xnli": (json.loads((run_dir / "xnli" / "baseline.json").read_text()), last("xnli"))}
+    return {
+        "summary": json.loads((run_dir / "summary.json").read_text()),
+        "alignment": (json.loads((run_dir / "alignment" / "baseline.json").read_text()), last("alignment")),
+        "xnli": (json.loads((run_dir / "xnli" / "baseline.json").read_text()), last("xnli")),
+    }
 
 
 @pytest.mark.slow
@@ -112,7 +143,9 @@ def test_the_tables_show_what_the_runs_logged(compared, runs_root):
             cos = run["alignment"][which]["trained"]["cos"]
             assert rows[label]["trained cos"] == f"{cos[0]:.4f} -> {cos[1]:.4f}"
         # The final control gap at layer 2, as the run itself summarised it.
-        assert run["alignment"]["target"]["control"]["gap"][1] == summary["alignment"]["layers"]["2"]["control"]["gap"][1]
+        assert (
+            run["alignment"]["target"]["control"]["gap"][1] == summary["alignment"]["layers"]["2"]["control"]["gap"][1]
+        )
         for lang in ("sw", "en"):
             acc = [x0["languages"][lang]["acc"], x1["languages"][lang]["acc"]]
             assert run["xnli"][lang]["acc"] == acc == summary["xnli"]["languages"][lang]["acc"]
@@ -120,8 +153,10 @@ def test_the_tables_show_what_the_runs_logged(compared, runs_root):
             correct = [x0["languages"][lang]["correct"], x1["languages"][lang]["correct"]]
             mcnemar = run["xnli"][lang]["mcnemar"]
             assert [mcnemar["baseline_correct"], mcnemar["final_correct"]] == correct
-            before, after = (np.argmax(x["languages"][lang]["loglikelihoods"], axis=1) == x["languages"][lang]["labels"]
-                             for x in (x0, x1))
+            before, after = (
+                np.argmax(x["languages"][lang]["loglikelihoods"], axis=1) == x["languages"][lang]["labels"]
+                for x in (x0, x1)
+            )
             lost, gained = int(np.sum(before & ~after)), int(np.sum(~before & after))
             expected = sp.binomtest(gained, lost + gained).pvalue if lost + gained else 1.0
             assert mcnemar["pvalue"] == pytest.approx(expected)
@@ -183,8 +218,9 @@ def test_a_directory_that_is_not_a_run_is_one_clear_error(runs_root, tmp_path):
 
 @pytest.mark.slow
 def test_runs_on_other_data_are_refused_naming_the_field_and_the_runs(runs_root, tmp_path):
-    result = cli(["compare", "logs/demo/version_0", "logs/other_data/version_0", "--output", str(tmp_path / "out")],
-                 runs_root)
+    result = cli(
+        ["compare", "logs/demo/version_0", "logs/other_data/version_0", "--output", str(tmp_path / "out")], runs_root
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

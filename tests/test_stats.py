@@ -66,8 +66,10 @@ def test_bootstrap_is_reproducible_for_a_seed_and_equals_scipys_percentile_boots
     assert first == again
     assert first != other and other[0] == pytest.approx(first[0], abs=0.01)
     reference = sp.bootstrap((d,), np.mean, n_resamples=10_000, method="percentile", rng=np.random.default_rng(0))
-    assert first == (pytest.approx(reference.confidence_interval.low, rel=1e-12),
-                     pytest.approx(reference.confidence_interval.high, rel=1e-12))
+    assert first == (
+        pytest.approx(reference.confidence_interval.low, rel=1e-12),
+        pytest.approx(reference.confidence_interval.high, rel=1e-12),
+    )
     # Memory is bounded by drawing resamples in blocks; a count that is not a multiple of the block still works.
     assert bootstrap_ci(d, seed=0, resamples=1234) == bootstrap_ci(d, seed=0, resamples=1234)
     assert paired_stats(final, baseline, seed=5)["ci_low"] == bootstrap_ci(d, seed=5)[0]

@@ -3,9 +3,10 @@
 For each layer and pair set:
 
 - ``cos``: mean cosine of the translation pairs;
-- ``cos_random``: mean cosine over every non-matching combination (source i, target j != i) of the
-  set, the exact expectation of pairing words at random; ``gap`` = ``cos`` - ``cos_random``. A global
-  shift of all vectors (anisotropy) raises ``cos`` and ``cos_random`` alike and leaves ``gap``;
+- ``cos_random``: for each pair, the mean cosine of its source to every other pair's target that is
+  not one of its translations (its own random baseline, ``per_pair_random`` in the JSON), averaged
+  over pairs: the exact expectation of pairing words at random; ``gap`` = ``cos`` - ``cos_random``.
+  A global shift of all vectors (anisotropy) raises ``cos`` and ``cos_random`` alike, not ``gap``;
 - ``cos_centered``: pair cosine after subtracting each language's mean vector;
 - ``cos_bos``: pair cosine with BOS averaged into the word vector (the TLI paper's pilot artefact);
 - ``p_at_1_s2t``/``t2s`` and ``mrr_s2t``/``t2s``: retrieval of the right translation among the set's
@@ -66,15 +67,22 @@ def _pair_cos(a: Tensor, b: Tensor) -> Tensor:
     return F.cosine_similarity(a, b, dim=-1)
 
 
-def cross_cosine_per_pair(source: Tensor, target: Tensor) -> Tensor:
-    """For each pair i (rows), the mean of ``cos(source_i, target_j)`` over every other pair's target ``j != i``.
+def cross_cosine_per_pair(source: Tensor, target: Tensor, also_right: Tensor | None = None) -> Tensor:
+    """For each pair i (rows), the mean of ``cos(source_i, target_j)`` over the other pairs' targets j: its
+    own random baseline, exactly, in O(P * H).
 
-    Each pair's own random baseline, exactly, in O(P * H): with unit vectors, the sum over j is
-    ``s_i . (sum_j t_j)``; take ``s_i . t_i`` away. Its mean over pairs is the set's ``cos_random``.
+    With unit vectors the sum over j is ``s_i . (sum_j t_j)``; take away ``s_i . t_i`` and the rows
+    ``also_right`` lists as ``[i, j]`` (``j``'s target is a translation of ``i``'s source too, e.g. a word
+    with several translations): a right answer is not a random pairing.
     """
     s, t = F.normalize(source.double(), dim=-1), F.normalize(target.double(), dim=-1)
-    others = s @ t.sum(0) - (s * t).sum(-1)
-    return (others / (s.shape[0] - 1)).float()
+    total = s @ t.sum(0) - (s * t).sum(-1)
+    count = torch.full_like(total, s.shape[0] - 1)
+    if also_right is not None and len(also_right):
+        i, j = also_right[:, 0].to(s.device), also_right[:, 1].to(s.device)
+        total = total.index_add(0, i, -(s[i] * t[j]).sum(-1))
+        count = count - torch.bincount(i, minlength=len(count)).double()
+    return (total / count.clamp(min=1)).float()
 
 
 def mean_cross_cosine(source: Tensor, target: Tensor) -> Tensor:
@@ -112,6 +120,15 @@ class _SetIndex:
         self.gold = torch.zeros(len(sources), len(targets), dtype=torch.bool)
         for s, t in pairs:
             self.gold[s_pos[s], t_pos[t]] = True
+        # Rows whose target is also a translation of another row's source: kept out of its random baseline.
+        rows_of_target: dict[str, list[int]] = {}
+        for row, (_, t) in enumerate(pairs):
+            rows_of_target.setdefault(t, []).append(row)
+        translations: dict[str, set[str]] = {}
+        for s, t in pairs:
+            translations.setdefault(s, set()).add(t)
+        right = [[i, j] for i, (s, _) in enumerate(pairs) for t in translations[s] for j in rows_of_target[t] if j != i]
+        self.also_right = torch.tensor(right, dtype=torch.long).reshape(-1, 2)
 
 
 def layer_metrics(plain: Tensor, with_bos: Tensor, pairs: _SetIndex) -> tuple[dict[str, float], Tensor, Tensor]:
@@ -119,7 +136,7 @@ def layer_metrics(plain: Tensor, with_bos: Tensor, pairs: _SetIndex) -> tuple[di
     the translation cosine, and the mean cosine to the other pairs' targets (its random baseline)."""
     src, tgt = plain[pairs.source_rows], plain[pairs.target_rows]
     per_pair = _pair_cos(src, tgt)
-    per_pair_random = cross_cosine_per_pair(src, tgt)
+    per_pair_random = cross_cosine_per_pair(src, tgt, pairs.also_right)
     out = {
         "cos": per_pair.mean(),
         "cos_bos": _pair_cos(with_bos[pairs.source_rows], with_bos[pairs.target_rows]).mean(),

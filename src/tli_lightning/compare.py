@@ -29,8 +29,9 @@ PAPER_LAYER = 2  # the TLI paper reads and reports hidden_states[2]
 HEADLINE_METRICS = ("cos", "cos_random", "gap", "p_at_1_s2t")
 SETS = ("trained", "control")
 FIGURES = {"gain_vs_retention": "alignment_vs_retention.png", "gap_per_layer": "control_gap_per_layer.png"}
-LAYERS_NOTE = ("Layers are hidden_states indices: 0 = embeddings, i = output of block i-1, the last one = the final "
-               "normed output.")
+LAYERS_NOTE = (
+    "Layers are hidden_states indices: 0 = embeddings, i = output of block i-1, the last one = the final normed output."
+)
 _EPOCH = re.compile(r"^epoch_(\d+)\.json$")
 _VERSION = re.compile(r"^version_(\d+)$")
 _MODEL_IGNORED = ("_instantiator",)
@@ -38,6 +39,7 @@ _NO_RUNS = "compare needs at least one run directory (logs/<name>/version_<n>, o
 
 
 # ---- reading runs --------------------------------------------------------------------------
+
 
 @dataclass
 class _Run:
@@ -96,8 +98,14 @@ def load_run(path: Path) -> _Run:
     """One run's summary and its baseline and last evaluations; a clear error naming what is missing."""
     if not (path / "summary.json").is_file():
         names = sorted(p.name for p in path.iterdir() if p.is_dir() and _version_dirs(p)) if path.is_dir() else []
-        hint = (f"; it holds the runs of {', '.join(names)}: pass {path / names[0]} (all its runs) or one of its "
-                "version_<n>") if names else ""
+        hint = (
+            (
+                f"; it holds the runs of {', '.join(names)}: pass {path / names[0]} (all its runs) or one of its "
+                "version_<n>"
+            )
+            if names
+            else ""
+        )
         raise TLIError(
             f"{path}: not a run directory: no summary.json (expected logs/<name>/version_<n> as written by "
             f"`python -m tli_lightning fit`, or a directory of such version_<n> runs){hint}"
@@ -118,11 +126,17 @@ def load_run(path: Path) -> _Run:
     summary = _read_json(path / "summary.json")
     fingerprint = (summary.get("data") or {}).get("fingerprint")
     if not isinstance(fingerprint, dict) or "name" not in summary:
-        raise TLIError(f"{path}/summary.json: no name or data.fingerprint: cannot tell which arm it is or check that "
-                       "the runs measured the same data")
-    run = _Run(path, summary,
-               (_read_json(Path(files["alignment_baseline"])), _read_json(Path(files["alignment_final"]))),
-               (_read_json(Path(files["xnli_baseline"])), _read_json(Path(files["xnli_final"]))), files)
+        raise TLIError(
+            f"{path}/summary.json: no name or data.fingerprint: cannot tell which arm it is or check that "
+            "the runs measured the same data"
+        )
+    run = _Run(
+        path,
+        summary,
+        (_read_json(Path(files["alignment_baseline"])), _read_json(Path(files["alignment_final"]))),
+        (_read_json(Path(files["xnli_baseline"])), _read_json(Path(files["xnli_final"]))),
+        files,
+    )
     _check_run(run)
     return run
 
@@ -133,8 +147,10 @@ def _check_run(run: _Run) -> None:
     for report, name in ((a0, "alignment_baseline"), (a1, "alignment_final")):
         for set_name, entry in (report.get("sets") or {}).items():
             if "per_pair_cos" not in entry or "per_pair_random" not in entry:
-                raise TLIError(f"{run.files[name]}: set {set_name!r} has no per_pair_cos/per_pair_random (written by "
-                               "an older tli_lightning); paired statistics need them: rerun")
+                raise TLIError(
+                    f"{run.files[name]}: set {set_name!r} has no per_pair_cos/per_pair_random (written by "
+                    "an older tli_lightning); paired statistics need them: rerun"
+                )
     if a0.get("layers") != a1.get("layers"):
         raise TLIError(f"{run.path}: the baseline and final alignment measured different layers")
     for set_name in set(a0.get("sets", {})) & set(a1.get("sets", {})):
@@ -154,17 +170,22 @@ def _check_same_data(runs: Sequence[_Run]) -> None:
     for run in runs[1:]:
         theirs = sorted(run.xnli[1]["languages"])
         if theirs != languages:
-            raise TLIError(f"runs differ in XNLI languages: {first.path} has {', '.join(languages)} vs {run.path} has "
-                           f"{', '.join(theirs)}")
+            raise TLIError(
+                f"runs differ in XNLI languages: {first.path} has {', '.join(languages)} vs {run.path} has "
+                f"{', '.join(theirs)}"
+            )
     reference = first.summary["data"]["fingerprint"]
     for field in ["trained_pairs", "control_pairs", *[f"xnli_{lang}" for lang in languages]]:
         for run in runs:
             if run.summary["data"]["fingerprint"].get(field) != reference.get(field):
-                raise TLIError(f"runs differ in data.fingerprint.{field}: {first.path} vs {run.path}; compare only "
-                               "runs measured on the same pairs and XNLI examples")
+                raise TLIError(
+                    f"runs differ in data.fingerprint.{field}: {first.path} vs {run.path}; compare only "
+                    "runs measured on the same pairs and XNLI examples"
+                )
 
 
 # ---- per-run numbers -----------------------------------------------------------------------
+
 
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
@@ -194,7 +215,8 @@ def _alignment_numbers(run: _Run, layer: int) -> dict[str, Any]:
     before, after = run.alignment
     return {
         name: {m: [before["sets"][name][m][layer], after["sets"][name][m][layer]] for m in HEADLINE_METRICS}
-        for name in SETS if name in before["sets"] and name in after["sets"]
+        for name in SETS
+        if name in before["sets"] and name in after["sets"]
     }
 
 
@@ -231,13 +253,16 @@ def _xnli_numbers(run: _Run, warnings: list[str]) -> dict[str, Any]:
         base = before["languages"][lang]
         labels = np.asarray(final["labels"])
         # Predictions as the run made them: argmax of each example's three log-likelihoods.
-        correct = [np.argmax(np.asarray(r["loglikelihoods"], dtype=np.float64), axis=1) == labels
-                   for r in (base, final)]
+        correct = [
+            np.argmax(np.asarray(r["loglikelihoods"], dtype=np.float64), axis=1) == labels for r in (base, final)
+        ]
         test = mcnemar_exact(correct[0], correct[1])
         for which, logged, key in (("baseline", base, "baseline_correct"), ("final", final, "final_correct")):
             if logged.get("correct") is not None and logged["correct"] != test[key]:
-                warnings.append(f"{run.path}: XNLI {lang} {which}: {logged['correct']} correct logged, {test[key]} "
-                                "from the logged log-likelihoods; McNemar uses the latter")
+                warnings.append(
+                    f"{run.path}: XNLI {lang} {which}: {logged['correct']} correct logged, {test[key]} "
+                    "from the logged log-likelihoods; McNemar uses the latter"
+                )
         out[lang] = {
             "acc": [base["acc"], final["acc"]],
             "correct": [base.get("correct"), final.get("correct")],
@@ -279,30 +304,42 @@ def _run_entry(run: _Run, stats_layer: int, seed: int, resamples: int, warnings:
         "alignment_epoch": a1.get("epoch"),
         "xnli_epoch": x1.get("epoch"),
         "files": run.files,
-        "alignment": {"target": {"layer": target, **_alignment_numbers(run, target)},
-                      "final": {"layer": final_layer, **_alignment_numbers(run, final_layer)}},
+        "alignment": {
+            "target": {"layer": target, **_alignment_numbers(run, target)},
+            "final": {"layer": final_layer, **_alignment_numbers(run, final_layer)},
+        },
         "paired": {},
         # Figure 2's curves, kept here so that the report alone can redraw it.
-        "control_gap_per_layer": {"layers": layers, "baseline": a0["sets"].get("control", {}).get("gap"),
-                                  "final": a1["sets"].get("control", {}).get("gap")},
+        "control_gap_per_layer": {
+            "layers": layers,
+            "baseline": a0["sets"].get("control", {}).get("gap"),
+            "final": a1["sets"].get("control", {}).get("gap"),
+        },
     }
     if summary.get("status") != "finished":
-        warnings.append(f"{run.path}: status {summary.get('status')!r}, not 'finished': its last evaluation (epoch "
-                        f"{a1.get('epoch')}) is used")
+        warnings.append(
+            f"{run.path}: status {summary.get('status')!r}, not 'finished': its last evaluation (epoch "
+            f"{a1.get('epoch')}) is used"
+        )
     if a1.get("epoch") != x1.get("epoch"):
-        warnings.append(f"{run.path}: the last alignment evaluation is epoch {a1.get('epoch')}, the last XNLI one "
-                        f"epoch {x1.get('epoch')}")
+        warnings.append(
+            f"{run.path}: the last alignment evaluation is epoch {a1.get('epoch')}, the last XNLI one "
+            f"epoch {x1.get('epoch')}"
+        )
     for layer in sorted({stats_layer, target}):
         if layer not in layers:
-            warnings.append(f"{run.path}: no layer {layer} (layers {layers[0]}..{layers[-1]}): no paired statistics "
-                            "there")
+            warnings.append(
+                f"{run.path}: no layer {layer} (layers {layers[0]}..{layers[-1]}): no paired statistics there"
+            )
             continue
         entry["paired"][str(layer)] = _paired_numbers(run, layer, seed, resamples)
     entry["xnli"] = _xnli_numbers(run, warnings)
     undefined = [lang for lang, r in entry["xnli"].items() if r["retention"] is None]
     if undefined:
-        warnings.append(f"{run.path}: XNLI retention undefined for {', '.join(undefined)} (baseline accuracy 0); the "
-                        "mean retention uses the other languages")
+        warnings.append(
+            f"{run.path}: XNLI retention undefined for {', '.join(undefined)} (baseline accuracy 0); the "
+            "mean retention uses the other languages"
+        )
     entry["retention_mean"] = _mean(r["retention"] for r in entry["xnli"].values())
     entry["acc_change_mean"] = _mean(r["acc_diff"] for r in entry["xnli"].values())
     return entry
@@ -315,6 +352,7 @@ def _gain(entry: dict[str, Any], layer: int, set_name: str, quantity: str) -> fl
 
 # ---- arms, verdict -------------------------------------------------------------------------
 
+
 def _arms(runs: list[dict[str, Any]], loaded: Sequence[_Run], stats_layer: int, warnings: list[str]) -> dict[str, Any]:
     from tli_lightning.stats import describe
 
@@ -325,18 +363,27 @@ def _arms(runs: list[dict[str, Any]], loaded: Sequence[_Run], stats_layer: int, 
     for arm, indices in by_arm.items():
         members = [runs[i] for i in indices]
         first = members[0]
-        settings = [({k: v for k, v in (loaded[i].summary.get("model") or {}).items() if k not in _MODEL_IGNORED},
-                     runs[i]["target_layer"]) for i in indices]
+        settings = [
+            (
+                {k: v for k, v in (loaded[i].summary.get("model") or {}).items() if k not in _MODEL_IGNORED},
+                runs[i]["target_layer"],
+            )
+            for i in indices
+        ]
         differing = sorted({k for s, _ in settings for k in s if s.get(k) != settings[0][0].get(k)})
         if differing or len({t for _, t in settings}) > 1:
-            warnings.append(f"arm {arm}: its runs differ in model settings ({', '.join(differing) or 'target_layer'}) "
-                            "but share a name, so they are aggregated as one arm; give different settings different "
-                            "--trainer.logger.init_args.name")
+            warnings.append(
+                f"arm {arm}: its runs differ in model settings ({', '.join(differing) or 'target_layer'}) "
+                "but share a name, so they are aggregated as one arm; give different settings different "
+                "--trainer.logger.init_args.name"
+            )
         seeds = [m["seed"] for m in members]
         repeated = sorted({s for s in seeds if seeds.count(s) > 1})
         if repeated:
-            warnings.append(f"arm {arm}: several runs with seed {', '.join(map(str, repeated))}: not independent "
-                            "replicates; only distinct seeds count towards --min-seeds")
+            warnings.append(
+                f"arm {arm}: several runs with seed {', '.join(map(str, repeated))}: not independent "
+                "replicates; only distinct seeds count towards --min-seeds"
+            )
         languages = list(first["xnli"])
         arms[arm] = {
             "kind": first["kind"],
@@ -348,13 +395,18 @@ def _arms(runs: list[dict[str, Any]], loaded: Sequence[_Run], stats_layer: int, 
             "final_layer": first["final_layer"],
             "trainable_parameters": first["trainable_parameters"],
             "gains": {
-                set_name: {q: describe([_gain(m, stats_layer, set_name, q) for m in members])
-                           for q in ("cos", "margin")}
+                set_name: {
+                    q: describe([_gain(m, stats_layer, set_name, q) for m in members]) for q in ("cos", "margin")
+                }
                 for set_name in SETS
             },
-            "xnli": {lang: {"acc_diff": describe([m["xnli"][lang]["acc_diff"] for m in members]),
-                            "retention": describe([m["xnli"][lang]["retention"] for m in members])}
-                     for lang in languages},
+            "xnli": {
+                lang: {
+                    "acc_diff": describe([m["xnli"][lang]["acc_diff"] for m in members]),
+                    "retention": describe([m["xnli"][lang]["retention"] for m in members]),
+                }
+                for lang in languages
+            },
             "acc_change_mean": describe([m["acc_change_mean"] for m in members]),
             "retention_mean": describe([m["retention_mean"] for m in members]),
         }
@@ -395,8 +447,9 @@ def _run_call(stats: dict[str, Any] | None, alpha: float) -> str:
     return "includes 0"
 
 
-def _alignment_verdict(runs: list[dict[str, Any]], arms: dict[str, Any], layer: int, min_seeds: int,
-                       alpha: float, confidence: float) -> dict[str, Any]:
+def _alignment_verdict(
+    runs: list[dict[str, Any]], arms: dict[str, Any], layer: int, min_seeds: int, alpha: float, confidence: float
+) -> dict[str, Any]:
     per_arm: dict[str, Any] = {}
     for arm, info in arms.items():
         members = [r for r in runs if r["arm"] == arm]
@@ -409,14 +462,18 @@ def _alignment_verdict(runs: list[dict[str, Any]], arms: dict[str, Any], layer: 
         elif all(c == "above" for c in calls):
             if seeds < min_seeds:
                 answer = "insufficient evidence"
-                words = (f"the control margin gain is above 0 in each of its {len(calls)} run(s), but {seeds} seed(s) "
-                         f"is fewer than {min_seeds}: not enough to generalise")
+                words = (
+                    f"the control margin gain is above 0 in each of its {len(calls)} run(s), but {seeds} seed(s) "
+                    f"is fewer than {min_seeds}: not enough to generalise"
+                )
             else:
                 answer, words = "yes", f"the control margin gain is above 0 in all {len(calls)} runs ({seeds} seeds)"
         elif any(c == "above" for c in calls):
             answer = "no"
-            words = (f"no consistent alignment beyond the random-pair baseline: the control margin gain is above 0 in "
-                     f"only {calls.count('above')} of {len(calls)} runs")
+            words = (
+                f"no consistent alignment beyond the random-pair baseline: the control margin gain is above 0 in "
+                f"only {calls.count('above')} of {len(calls)} runs"
+            )
         else:
             answer = "no"
             words = "no alignment beyond the random-pair baseline on control pairs"
@@ -428,12 +485,21 @@ def _alignment_verdict(runs: list[dict[str, Any]], arms: dict[str, Any], layer: 
                 words += f"; with {seeds} seed(s) a small effect cannot be ruled out"
         shift = [c for c, s in zip(cos, stats) if c and s and c["ci_low"] is not None and c["ci_low"] > 0]
         if answer == "no" and shift:
-            words += ("; the raw pair cosine did rise, but the random-pair cosine rose as much or more: a global "
-                      "shift of the space (anisotropy), not translation alignment")
-        per_arm[arm] = {"group": info["group"], "answer": answer, "words": words, "run_calls": calls,
-                        "margin_gain": info["gains"]["control"]["margin"], "cos_gain": info["gains"]["control"]["cos"],
-                        "runs": [{"dir": r["dir"], "seed": r["seed"], "margin": s, "cos": c}
-                                 for r, s, c in zip(members, stats, cos)]}
+            words += (
+                "; the raw pair cosine did rise, but the random-pair cosine rose as much or more: a global "
+                "shift of the space (anisotropy), not translation alignment"
+            )
+        per_arm[arm] = {
+            "group": info["group"],
+            "answer": answer,
+            "words": words,
+            "run_calls": calls,
+            "margin_gain": info["gains"]["control"]["margin"],
+            "cos_gain": info["gains"]["control"]["cos"],
+            "runs": [
+                {"dir": r["dir"], "seed": r["seed"], "margin": s, "cos": c} for r, s, c in zip(members, stats, cos)
+            ],
+        }
     early = [a for a, v in per_arm.items() if v["group"] == "early_lora"]
     if not early:
         answer = "not answerable"
@@ -445,9 +511,14 @@ def _alignment_verdict(runs: list[dict[str, Any]], arms: dict[str, Any], layer: 
         answer = "insufficient evidence"
     else:
         answer = "not answerable"
-    return {"question": "Does early-layer LoRA align translations beyond the random-pair baseline on pairs it never "
-                        "trained on (control set)?",
-            "layer": layer, "answer": answer, "early_lora_arms": early, "arms": per_arm}
+    return {
+        "question": "Does early-layer LoRA align translations beyond the random-pair baseline on pairs it never "
+        "trained on (control set)?",
+        "layer": layer,
+        "answer": answer,
+        "early_lora_arms": early,
+        "arms": per_arm,
+    }
 
 
 def _retention_verdict(
@@ -456,10 +527,13 @@ def _retention_verdict(
     from tli_lightning.stats import describe, welch
 
     groups = {g: [r for r in runs if r["group"] == g] for g in ("early_lora", "full")}
-    values = {g: [r["acc_change_mean"] for r in members if r["acc_change_mean"] is not None]
-              for g, members in groups.items()}
-    seeds = {g: min((arms[a]["distinct_seeds"] for a in {r["arm"] for r in members}), default=0)
-             for g, members in groups.items()}
+    values = {
+        g: [r["acc_change_mean"] for r in members if r["acc_change_mean"] is not None] for g, members in groups.items()
+    }
+    seeds = {
+        g: min((arms[a]["distinct_seeds"] for a in {r["arm"] for r in members}), default=0)
+        for g, members in groups.items()
+    }
     out: dict[str, Any] = {
         "question": "Does early-layer LoRA preserve zero-shot XNLI better than full fine-tuning?",
         "measure": "per run: final - baseline XNLI accuracy, averaged over languages",
@@ -472,20 +546,28 @@ def _retention_verdict(
         "mcnemar_tests": sum(len(r["xnli"]) for r in runs),
     }
     if not values["early_lora"] or not values["full"]:
-        missing = "early-layer LoRA (adaptation lora, target layer below the final one)" if not values["early_lora"] \
+        missing = (
+            "early-layer LoRA (adaptation lora, target layer below the final one)"
+            if not values["early_lora"]
             else "full fine-tuning (adaptation full)"
+        )
         out.update(answer="not answerable", difference=None, words=f"no {missing} run among those compared")
         return out
     test = welch(values["early_lora"], values["full"])
     out["difference"] = test
-    direction = ("more" if test["difference"] > 0 else "less" if test["difference"] < 0 else "as much")
+    direction = "more" if test["difference"] > 0 else "less" if test["difference"] < 0 else "as much"
     if min(seeds.values()) < min_seeds:
         out["answer"] = "insufficient evidence"
-        out["words"] = (f"fewer than {min_seeds} seeds per arm (fewest: early-layer LoRA {seeds['early_lora']}, full "
-                        f"{seeds['full']})"
-                        + ("; in this sample both groups changed XNLI accuracy equally" if direction == "as much" else
-                           f"; in this sample early-layer LoRA kept {direction} XNLI accuracy than full fine-tuning, a "
-                           "difference that seed and sampling noise can explain"))
+        out["words"] = (
+            f"fewer than {min_seeds} seeds per arm (fewest: early-layer LoRA {seeds['early_lora']}, full "
+            f"{seeds['full']})"
+            + (
+                "; in this sample both groups changed XNLI accuracy equally"
+                if direction == "as much"
+                else f"; in this sample early-layer LoRA kept {direction} XNLI accuracy than full fine-tuning, a "
+                "difference that seed and sampling noise can explain"
+            )
+        )
     elif test["pvalue"] is None or test["pvalue"] >= alpha:
         out["answer"] = "no"
         out["words"] = "no detectable difference between the groups (Welch's t-test not significant or not computable)"
@@ -496,6 +578,7 @@ def _retention_verdict(
 
 
 # ---- the report ----------------------------------------------------------------------------
+
 
 def build_report(
     run_dirs: Sequence[str | Path],
@@ -513,8 +596,9 @@ def build_report(
     that measured different data (pairs, XNLI examples or languages).
     """
     if not 0 < confidence < 1 or resamples < 1 or min_seeds < 1:
-        raise TLIError(f"need 0 < confidence < 1, resamples >= 1 and min_seeds >= 1, got {confidence}, {resamples}, "
-                       f"{min_seeds}")
+        raise TLIError(
+            f"need 0 < confidence < 1, resamples >= 1 and min_seeds >= 1, got {confidence}, {resamples}, {min_seeds}"
+        )
     if isinstance(run_dirs, (str, Path)):  # one directory, not the characters of its name
         run_dirs = [run_dirs]
     loaded = [load_run(path) for path in find_runs(run_dirs)]
@@ -523,16 +607,27 @@ def build_report(
     runs = [_run_entry(run, stats_layer, seed, resamples, warnings) for run in loaded]
     epochs = sorted({r["alignment_epoch"] for r in runs})
     if len(epochs) > 1:
-        warnings.append(f"the runs end at different epochs ({', '.join(map(str, epochs))}): each is compared at its "
-                        "last")
+        warnings.append(
+            f"the runs end at different epochs ({', '.join(map(str, epochs))}): each is compared at its last"
+        )
     arms = _arms(runs, loaded, stats_layer, warnings)
     alpha = round(1 - confidence, 12)  # 0.05, not 0.050000000000000044, in report.json
     first = loaded[0].summary["data"]
     report = {
-        "settings": {"stats_layer": stats_layer, "bootstrap_resamples": resamples, "bootstrap_seed": seed,
-                     "confidence": confidence, "alpha": alpha, "min_seeds": min_seeds, "layers_note": LAYERS_NOTE},
-        "data": {"fingerprint": first["fingerprint"], "counts": first.get("counts"),
-                 "xnli_languages": sorted(loaded[0].xnli[1]["languages"])},
+        "settings": {
+            "stats_layer": stats_layer,
+            "bootstrap_resamples": resamples,
+            "bootstrap_seed": seed,
+            "confidence": confidence,
+            "alpha": alpha,
+            "min_seeds": min_seeds,
+            "layers_note": LAYERS_NOTE,
+        },
+        "data": {
+            "fingerprint": first["fingerprint"],
+            "counts": first.get("counts"),
+            "xnli_languages": sorted(loaded[0].xnli[1]["languages"]),
+        },
         "runs": runs,
         "arms": arms,
         "verdict": {
@@ -599,43 +694,84 @@ def format_markdown(report: dict[str, Any]) -> str:
     if ret.get("difference") is not None:
         diff = ret["difference"]
         for group, title in (("early_lora", "early-layer LoRA"), ("full", "full fine-tuning")):
-            lines.append(f"- {title} ({', '.join(ret['arms'][group])}): XNLI accuracy change (final - baseline, mean "
-                         f"over languages) {_spread(ret['acc_change'][group], unit=' runs')}; mean retention "
-                         f"{_spread(ret['retention'][group], sign=False, unit=' runs')}")
+            lines.append(
+                f"- {title} ({', '.join(ret['arms'][group])}): XNLI accuracy change (final - baseline, mean "
+                f"over languages) {_spread(ret['acc_change'][group], unit=' runs')}; mean retention "
+                f"{_spread(ret['retention'][group], sign=False, unit=' runs')}"
+            )
         untested = "" if diff["pvalue"] is not None else " (needs 2+ runs with spread per group)"
-        lines.append(f"- difference in accuracy change (LoRA - full): {_fmt(diff['difference'], sign=True)}; Welch's "
-                     f"t-test p = {_p(diff['pvalue'])}{untested}")
+        lines.append(
+            f"- difference in accuracy change (LoRA - full): {_fmt(diff['difference'], sign=True)}; Welch's "
+            f"t-test p = {_p(diff['pvalue'])}{untested}"
+        )
     sizes = ret["examples_per_language"]
     if sizes:
-        lines.append(f"- XNLI examples per language: {', '.join(map(str, sizes))} (one example moves accuracy by "
-                     f"{_fmt(1 / max(sizes), 3)} or more); per-run exact McNemar tests significant at "
-                     f"{settings['alpha']:.2f}: {ret['mcnemar_significant']} of {ret['mcnemar_tests']}")
+        lines.append(
+            f"- XNLI examples per language: {', '.join(map(str, sizes))} (one example moves accuracy by "
+            f"{_fmt(1 / max(sizes), 3)} or more); per-run exact McNemar tests significant at "
+            f"{settings['alpha']:.2f}: {ret['mcnemar_significant']} of {ret['mcnemar_tests']}"
+        )
     lines.append("")
     ali = report["verdict"]["alignment"]
-    lines.append(f"**{ali['question']}** {ali['answer'].capitalize()}"
-                 + (": " + "; ".join(f"{a}: {ali['arms'][a]['words']}" for a in ali["early_lora_arms"]) + "."
-                    if ali["early_lora_arms"] else ": no early-layer LoRA run among those compared."))
+    lines.append(
+        f"**{ali['question']}** {ali['answer'].capitalize()}"
+        + (
+            ": " + "; ".join(f"{a}: {ali['arms'][a]['words']}" for a in ali["early_lora_arms"]) + "."
+            if ali["early_lora_arms"]
+            else ": no early-layer LoRA run among those compared."
+        )
+    )
     lines.append("")
     for arm, v in ali["arms"].items():
-        lines.append(f"- {arm} ({arms[arm]['kind']}; {v['answer']}): control margin gain at layer {layer} "
-                     f"{_spread(v['margin_gain'], unit=' runs')}; raw control cosine gain "
-                     f"{_spread(v['cos_gain'], unit=' runs')}; "
-                     f"trained-pair margin gain {_spread(arms[arm]['gains']['trained']['margin'], unit=' runs')}")
+        lines.append(
+            f"- {arm} ({arms[arm]['kind']}; {v['answer']}): control margin gain at layer {layer} "
+            f"{_spread(v['margin_gain'], unit=' runs')}; raw control cosine gain "
+            f"{_spread(v['cos_gain'], unit=' runs')}; "
+            f"trained-pair margin gain {_spread(arms[arm]['gains']['trained']['margin'], unit=' runs')}"
+        )
         for r in v["runs"]:
             m = r["margin"]
             if m:
-                lines.append(f"  - {r['dir']} (seed {r['seed']}): margin gain {_fmt(m['mean_gain'], sign=True)} "
-                             f"[{conf:.0%} CI {_fmt(m['ci_low'], sign=True)}, {_fmt(m['ci_high'], sign=True)}], "
-                             f"t-test p = {_p(m['t_pvalue'])}, Wilcoxon p = {_p(m['wilcoxon_pvalue'])}")
+                lines.append(
+                    f"  - {r['dir']} (seed {r['seed']}): margin gain {_fmt(m['mean_gain'], sign=True)} "
+                    f"[{conf:.0%} CI {_fmt(m['ci_low'], sign=True)}, {_fmt(m['ci_high'], sign=True)}], "
+                    f"t-test p = {_p(m['t_pvalue'])}, Wilcoxon p = {_p(m['wilcoxon_pvalue'])}"
+                )
     lines.append("")
 
     lines += ["## Runs", ""]
     lines += _table(
-        ["arm", "run", "seed", "status", "adaptation", "kind", "quantization", "target layer", "final layer",
-         "trainable parameters", "epochs", "steps"],
-        [[r["arm"], label, r["seed"], r["status"], r["adaptation"], r["kind"], r["quantization"], r["target_layer"],
-          r["final_layer"], r["trainable_parameters"], r["alignment_epoch"], r["global_step"]]
-         for r, label in zip(runs, labels)],
+        [
+            "arm",
+            "run",
+            "seed",
+            "status",
+            "adaptation",
+            "kind",
+            "quantization",
+            "target layer",
+            "final layer",
+            "trainable parameters",
+            "epochs",
+            "steps",
+        ],
+        [
+            [
+                r["arm"],
+                label,
+                r["seed"],
+                r["status"],
+                r["adaptation"],
+                r["kind"],
+                r["quantization"],
+                r["target_layer"],
+                r["final_layer"],
+                r["trainable_parameters"],
+                r["alignment_epoch"],
+                r["global_step"],
+            ]
+            for r, label in zip(runs, labels)
+        ],
     )
     for which, title in (("target", "the run's target layer"), ("final", "the final layer")):
         lines += [f"## Alignment at {title}, baseline -> final", ""]
@@ -645,8 +781,11 @@ def format_markdown(report: dict[str, Any]) -> str:
             a = r["alignment"][which]
             cells = [r["arm"], label, r["seed"], a["layer"]]
             for s in SETS:
-                cells += [_arrow(a[s]["cos"]), _arrow(a[s]["gap"], sign=True), _arrow(a[s]["p_at_1_s2t"])] if s in a \
+                cells += (
+                    [_arrow(a[s]["cos"]), _arrow(a[s]["gap"], sign=True), _arrow(a[s]["p_at_1_s2t"])]
+                    if s in a
                     else ["n/a"] * 3
+                )
             rows.append(cells)
         lines += _table(header, rows)
 
@@ -665,39 +804,100 @@ def format_markdown(report: dict[str, Any]) -> str:
         rows.append(cells + [_fmt(r["retention_mean"])])
     lines += _table(header, rows)
 
-    lines += [f"## Paired statistics per run (per-pair, baseline vs final)", "",
-              "quantity `cos`: the pair's cosine; `margin`: cosine minus its random-pair baseline.", ""]
-    header = ["arm", "run", "seed", "set", "layer", "quantity", "pairs", "mean baseline", "mean final", "mean gain",
-              f"{conf:.0%} CI", "t (p)", "Wilcoxon W (p)"]
+    lines += [
+        "## Paired statistics per run (per-pair, baseline vs final)",
+        "",
+        "quantity `cos`: the pair's cosine; `margin`: cosine minus its random-pair baseline.",
+        "",
+    ]
+    header = [
+        "arm",
+        "run",
+        "seed",
+        "set",
+        "layer",
+        "quantity",
+        "pairs",
+        "mean baseline",
+        "mean final",
+        "mean gain",
+        f"{conf:.0%} CI",
+        "t (p)",
+        "Wilcoxon W (p)",
+    ]
     rows = []
     for r, label in zip(runs, labels):
         for layer_key, sets in r["paired"].items():
             for s, quantities in sets.items():
                 for q, st in quantities.items():
-                    t = "n/a" if st["t_statistic"] is None and st["t_pvalue"] is None else \
-                        f"{_fmt(st['t_statistic'], 2)} ({_p(st['t_pvalue'])})"
-                    w = "not computable" if st["wilcoxon_pvalue"] is None else \
-                        f"{_fmt(st['wilcoxon_statistic'], 1)} ({_p(st['wilcoxon_pvalue'])})"
-                    rows.append([r["arm"], label, r["seed"], s, layer_key, q, st["n"], _fmt(st["mean_baseline"]),
-                                 _fmt(st["mean_final"]), _fmt(st["mean_gain"], sign=True),
-                                 f"[{_fmt(st['ci_low'], sign=True)}, {_fmt(st['ci_high'], sign=True)}]", t, w])
+                    t = (
+                        "n/a"
+                        if st["t_statistic"] is None and st["t_pvalue"] is None
+                        else f"{_fmt(st['t_statistic'], 2)} ({_p(st['t_pvalue'])})"
+                    )
+                    w = (
+                        "not computable"
+                        if st["wilcoxon_pvalue"] is None
+                        else f"{_fmt(st['wilcoxon_statistic'], 1)} ({_p(st['wilcoxon_pvalue'])})"
+                    )
+                    rows.append(
+                        [
+                            r["arm"],
+                            label,
+                            r["seed"],
+                            s,
+                            layer_key,
+                            q,
+                            st["n"],
+                            _fmt(st["mean_baseline"]),
+                            _fmt(st["mean_final"]),
+                            _fmt(st["mean_gain"], sign=True),
+                            f"[{_fmt(st['ci_low'], sign=True)}, {_fmt(st['ci_high'], sign=True)}]",
+                            t,
+                            w,
+                        ]
+                    )
     lines += _table(header, rows)
 
     lines += ["## Arms (runs of one name aggregated over seeds: mean ± SD (n))", ""]
-    header = ["arm", "kind", "runs", "seeds", f"control margin gain L{layer}", f"control cos gain L{layer}",
-              f"trained margin gain L{layer}"] + [f"{lang} acc change" for lang in languages] + ["mean retention"]
+    header = (
+        [
+            "arm",
+            "kind",
+            "runs",
+            "seeds",
+            f"control margin gain L{layer}",
+            f"control cos gain L{layer}",
+            f"trained margin gain L{layer}",
+        ]
+        + [f"{lang} acc change" for lang in languages]
+        + ["mean retention"]
+    )
     rows = []
     for arm, a in arms.items():
-        rows.append([arm, a["kind"], len(a["runs"]), ", ".join(map(str, a["seeds"])),
-                     _spread(a["gains"]["control"]["margin"]), _spread(a["gains"]["control"]["cos"]),
-                     _spread(a["gains"]["trained"]["margin"])]
-                    + [_spread(a["xnli"][lang]["acc_diff"]) for lang in languages]
-                    + [_spread(a["retention_mean"], sign=False)])
+        rows.append(
+            [
+                arm,
+                a["kind"],
+                len(a["runs"]),
+                ", ".join(map(str, a["seeds"])),
+                _spread(a["gains"]["control"]["margin"]),
+                _spread(a["gains"]["control"]["cos"]),
+                _spread(a["gains"]["trained"]["margin"]),
+            ]
+            + [_spread(a["xnli"][lang]["acc_diff"]) for lang in languages]
+            + [_spread(a["retention_mean"], sign=False)]
+        )
     lines += _table(header, rows)
 
-    lines += ["## Figures", "",
-              f"![control margin gain at layer {layer} against XNLI retention]({FIGURES['gain_vs_retention']})", "",
-              f"![control-set gap per layer, baseline and final]({FIGURES['gap_per_layer']})", ""]
+    lines += [
+        "## Figures",
+        "",
+        f"![control margin gain at layer {layer} against XNLI retention]({FIGURES['gain_vs_retention']})",
+        "",
+        f"![control-set gap per layer, baseline and final]({FIGURES['gap_per_layer']})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -719,14 +919,24 @@ def _figure_gain_vs_retention(report: dict[str, Any], path: Path) -> None:
             continue
         x = stats["mean_gain"]
         err = [[x - stats["ci_low"]], [stats["ci_high"] - x]] if stats["ci_low"] is not None else None
-        ax.errorbar(x, r["retention_mean"], xerr=err, fmt="o", color=colors[r["arm"]], markersize=8, capsize=4,
-                    alpha=0.8, label=None if r["arm"] in shown else r["arm"])
+        ax.errorbar(
+            x,
+            r["retention_mean"],
+            xerr=err,
+            fmt="o",
+            color=colors[r["arm"]],
+            markersize=8,
+            capsize=4,
+            alpha=0.8,
+            label=None if r["arm"] in shown else r["arm"],
+        )
         shown.add(r["arm"])
     ax.axvline(0, color="grey", linestyle=":", linewidth=1)
     ax.axhline(1, color="grey", linestyle=":", linewidth=1)
     confidence = report["settings"]["confidence"]
-    ax.set_xlabel(f"control-pair margin gain at layer {layer}\n(final - baseline; bars: {confidence:.0%} CI)",
-                  fontsize=11)
+    ax.set_xlabel(
+        f"control-pair margin gain at layer {layer}\n(final - baseline; bars: {confidence:.0%} CI)", fontsize=11
+    )
     ax.set_ylabel("XNLI retention\n(final / baseline accuracy, mean of languages)", fontsize=11)
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
@@ -763,8 +973,10 @@ def _figure_gap_per_layer(report: dict[str, Any], runs_gaps: _Curves, path: Path
     ax.axhline(0, color="grey", linestyle=":", linewidth=1)
     ax.axvline(report["settings"]["stats_layer"], color="grey", linestyle="-.", linewidth=0.8)
     handles = [Line2D([], [], color=colors[a], linewidth=2, label=f"{a} (n={len(c)})") for a, c in runs_gaps.items()]
-    handles += [Line2D([], [], color="black", linestyle="--", label="baseline"),
-                Line2D([], [], color="black", label="final")]
+    handles += [
+        Line2D([], [], color="black", linestyle="--", label="baseline"),
+        Line2D([], [], color="black", label="final"),
+    ]
     ax.legend(handles=handles, fontsize=10)
     ax.set_xlabel("layer (hidden_states index; 0 = embeddings)", fontsize=11)
     ax.set_ylabel("control-set gap\n(pair cosine - random-pair cosine)", fontsize=11)
@@ -791,8 +1003,12 @@ def write_report(report: dict[str, Any], output: str | Path) -> list[Path]:
     if output.exists() and not output.is_dir():
         raise TLIError(f"--output {output} is a file; give a directory")
     output.mkdir(parents=True, exist_ok=True)
-    paths = [output / "report.md", output / "report.json", output / FIGURES["gain_vs_retention"],
-             output / FIGURES["gap_per_layer"]]
+    paths = [
+        output / "report.md",
+        output / "report.json",
+        output / FIGURES["gain_vs_retention"],
+        output / FIGURES["gap_per_layer"],
+    ]
     paths[0].write_text(format_markdown(report), encoding="utf-8")
     paths[1].write_text(json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     _figure_gain_vs_retention(report, paths[2])
@@ -827,22 +1043,45 @@ def _parser() -> argparse.ArgumentParser:
             f"must share their data (pairs, XNLI examples and languages). {LAYERS_NOTE}"
         ),
     )
-    parser.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
-                        help="a run directory logs/<name>/version_<n>, or logs/<name> for all of its version_<n> runs")
-    parser.add_argument("--output", default="comparison", metavar="DIR",
-                        help="directory to write report.md, report.json and the PNG figures into (created if needed; "
-                        "existing report files are overwritten; default: comparison)")
-    parser.add_argument("--layer", type=_nonnegative, default=PAPER_LAYER,
-                        help="hidden_states index of the paired statistics, of figure 1 and of the alignment verdict, "
-                        "besides each run's own target layer (default: 2, the TLI paper's layer)")
-    parser.add_argument("--resamples", type=_positive, default=10_000,
-                        help="bootstrap resamples for the confidence intervals (default: 10000)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the bootstrap's numpy default_rng: the same seed gives the same intervals "
-                        "(default: 0)")
-    parser.add_argument("--min-seeds", type=_positive, default=5,
-                        help="distinct seeds an arm needs before the verdict draws a conclusion; with fewer it says "
-                        "the evidence is insufficient, whatever the p-values (default: 5)")
+    parser.add_argument(
+        "run_dirs",
+        nargs="*",
+        metavar="RUN_DIR",
+        help="a run directory logs/<name>/version_<n>, or logs/<name> for all of its version_<n> runs",
+    )
+    parser.add_argument(
+        "--output",
+        default="comparison",
+        metavar="DIR",
+        help="directory to write report.md, report.json and the PNG figures into (created if needed; "
+        "existing report files are overwritten; default: comparison)",
+    )
+    parser.add_argument(
+        "--layer",
+        type=_nonnegative,
+        default=PAPER_LAYER,
+        help="hidden_states index of the paired statistics, of figure 1 and of the alignment verdict, "
+        "besides each run's own target layer (default: 2, the TLI paper's layer)",
+    )
+    parser.add_argument(
+        "--resamples",
+        type=_positive,
+        default=10_000,
+        help="bootstrap resamples for the confidence intervals (default: 10000)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the bootstrap's numpy default_rng: the same seed gives the same intervals (default: 0)",
+    )
+    parser.add_argument(
+        "--min-seeds",
+        type=_positive,
+        default=5,
+        help="distinct seeds an arm needs before the verdict draws a conclusion; with fewer it says "
+        "the evidence is insufficient, whatever the p-values (default: 5)",
+    )
     return parser
 
 
@@ -851,8 +1090,9 @@ def compare(argv: list[str]) -> None:
     args = _parser().parse_args(argv)
     if not args.run_dirs:
         raise TLIError(_NO_RUNS)
-    report = build_report(args.run_dirs, stats_layer=args.layer, resamples=args.resamples, seed=args.seed,
-                          min_seeds=args.min_seeds)
+    report = build_report(
+        args.run_dirs, stats_layer=args.layer, resamples=args.resamples, seed=args.seed, min_seeds=args.min_seeds
+    )
     paths = write_report(report, args.output)
     for warning in report["warnings"]:
         print(f"warning: {warning}")

@@ -205,8 +205,10 @@ def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: s
 
 
 def write_summary(run: Run, summary: dict[str, Any]) -> Path:
+    from tli_lightning.callbacks._common import write_json
+
     path = run.log_dir / "summary.json"
-    path.write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(path, summary)
     return path
 
 
@@ -310,6 +312,10 @@ def log_hparams(logger: Any, summary: dict[str, Any]) -> None:
     logger.log_hyperparams(params, metrics=metrics)
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.3f}"  # retention over a zero baseline
+
+
 def format_summary(summary: dict[str, Any], path: Path) -> str:
     lines = [
         f"run {summary['name']}/version_{summary['version']} {summary['status']} at step {summary['global_step']} "
@@ -337,7 +343,7 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
             (c0, n0), (c1, n1) = r["correct_of"]
             lines.append(
                 f"  {lang}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   "
-                f"retention {r['retention']:.3f}"
+                f"retention {_number(r['retention'])}"
             )
     lines.append(f"  (written to {path})")
     return "\n".join(lines)

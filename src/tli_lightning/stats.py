@@ -151,8 +151,13 @@ def describe(values: Sequence[float | None]) -> dict[str, Any]:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if v.size == 0:
         return {"n": 0, "mean": None, "sd": None, "min": None, "max": None}
-    return {"n": int(v.size), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else None,
-            "min": float(v.min()), "max": float(v.max())}
+    return {
+        "n": int(v.size),
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if v.size > 1 else None,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
 
 def welch(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
@@ -161,9 +166,13 @@ def welch(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
     from scipy import stats
 
     a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
-    out: dict[str, Any] = {"n_first": int(a.size), "n_second": int(b.size),
-                           "difference": float(a.mean() - b.mean()) if a.size and b.size else None,
-                           "t_statistic": None, "pvalue": None}
+    out: dict[str, Any] = {
+        "n_first": int(a.size),
+        "n_second": int(b.size),
+        "difference": float(a.mean() - b.mean()) if a.size and b.size else None,
+        "t_statistic": None,
+        "pvalue": None,
+    }
     if a.size >= 2 and b.size >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
         result = stats.ttest_ind(a, b, equal_var=False)
         out["t_statistic"], out["pvalue"] = float(result.statistic), float(result.pvalue)

@@ -72,8 +72,19 @@ def log_dir(trainer: L.Trainer) -> Path:
 
 
 def write_json(path: Path, payload: Any) -> None:
+    """Strict JSON: an undefined number (a retention over a zero baseline) is null, not NaN."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False), encoding="utf-8")
+    path.write_text(json.dumps(without_nan(payload), indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+
+
+def without_nan(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(v) for v in value]
+    return value
 
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:
@@ -99,7 +110,8 @@ def save_figure(trainer: L.Trainer, directory: Path, tag: str, figure: Any, step
 
 
 def progress_bar(trainer: L.Trainer, description: str, enabled: bool) -> Callable | None:
-    if not enabled or not trainer.is_global_zero:
+    # Off with the callback's own switch, or with the trainer's (--trainer.enable_progress_bar false).
+    if not enabled or not trainer.is_global_zero or trainer.progress_bar_callback is None:
         return None
     from tqdm.auto import tqdm
 
