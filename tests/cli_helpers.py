@@ -24,7 +24,7 @@ QUICK = [
 
 def cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m tli_lightning ARGS`` in ``cwd``, with tests/ importable (for injected callbacks)."""
-    environment = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(TESTS), **(env or {})}
+    environment = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "tli_lightning", *args],
         cwd=cwd,

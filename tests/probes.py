@@ -47,11 +47,11 @@ class ArmProbe(L.Callback):
                 )
         trainable = {n: p.dtype for n, p in named.items() if p.requires_grad}
         if hp.adaptation == "full":
-            wanted = getattr(torch, hp.compute_dtype)
-            assert set(trainable.values()) == {wanted}, (
-                f"trainable weights {set(trainable.values())}, expected {wanted}"
-            )
+            wanted = torch.float32 if hp.master_weights else getattr(torch, hp.compute_dtype)
+            dtypes = set(trainable.values())
+            assert dtypes == {wanted}, f"trainable weights {dtypes}, expected {wanted}"
             assert not any("lm_head" in n for n in trainable), "the LM head is trainable but the loss cannot reach it"
+        self.start = {n: p.detach().clone() for n, p in named.items() if p.requires_grad}
         self.found.update(
             lora=len(lora),
             rotary=len(rotary),
@@ -76,6 +76,16 @@ class ArmProbe(L.Callback):
         self.found["gradients"] = sum(1 for p in pl_module.parameters() if p.requires_grad)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        # Training moved the weights: most elements of every trained tensor changed (not lost to rounding).
+        # LoRA's A matrices are left out: B starts at 0, so A's first gradients are 0.
+        moved = {
+            n: float((p.detach() != self.start[n]).float().mean())
+            for n, p in pl_module.named_parameters()
+            if p.requires_grad and "lora_A" not in n
+        }
+        still = [n for n, share in moved.items() if share < 0.9]
+        assert not still, f"trained tensors that mostly did not change: {still[:5]} ({[moved[n] for n in still[:5]]})"
+        self.found["moved"] = min(moved.values())
         if trainer.is_global_zero:
             with open(self.report, "w", encoding="utf-8") as handle:
                 json.dump(self.found, handle)

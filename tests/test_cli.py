@@ -54,7 +54,7 @@ BAD_INPUT = {
             "--data.control_path",
             "null",
         ],
-        "l.json: entry 1: entries must be non-empty strings, got None",
+        "l.json:1: entries must be non-empty strings, got None",
     ),
     "json_number_word": (
         lambda t: [
@@ -63,7 +63,7 @@ BAD_INPUT = {
             "--data.control_path",
             "null",
         ],
-        "l.json: entry 1: entries must be non-empty strings, got 7",
+        "l.json:1: entries must be non-empty strings, got 7",
     ),
     "latin1_bytes": (lambda t: _lexicon(t, b"caf\xe9\tcoffee\n"), "lex.tsv:4: not UTF-8 text (bytes b'\\xe9"),
     "word_too_long": (

@@ -121,7 +121,7 @@ def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_di
             *ON_TINY,
             *QUICK,
             "--data.xnli_limit=3",
-            "--trainer.max_steps=2",
+            "--trainer.max_steps=3",
             "--trainer.callbacks+=probes.ArmProbe",
             f"--trainer.callbacks.report={probe}",
         ],

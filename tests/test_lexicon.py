@@ -54,8 +54,8 @@ def test_bad_tsv_names_file_line_and_value(tmp_path, content, message):
 
 def test_bad_json_names_the_entry(tmp_path):
     path = tmp_path / "lex.json"
-    path.write_text('[{"swahili": "maji"}]', encoding="utf-8")
-    with pytest.raises(TLIError, match=r"lex.json: entry 1"):
+    path.write_text('[{"swahili": "maji", "english": "water"},\n\n  {"swahili": "maji"}]', encoding="utf-8")
+    with pytest.raises(TLIError, match=r"lex.json:3: entry \{'swahili': 'maji'\}"):  # the line the entry is on
         read_lexicon(path)
     path.write_text('[{"swahili": "maji",\n "english": }]', encoding="utf-8")
     with pytest.raises(TLIError, match=r"lex.json:2: not valid JSON"):

@@ -161,8 +161,10 @@ def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, prec
             assert dtype == torch.uint8 and torch.equal(
                 data, expected[name.removeprefix("model.base_model.model.").removesuffix(".base_layer")]
             )
-    else:  # full-rank weights are held in compute_dtype, by choice (the 8B arm's memory budget)
-        assert {probe.parameters[n] for n in _trainable(module)} == {torch.bfloat16}
+    else:  # trained weights are float32 masters; frozen ones stay in compute_dtype
+        assert {probe.parameters[n] for n in _trainable(module)} == {torch.float32}
+        frozen = {d for n, d in probe.parameters.items() if n not in _trainable(module)}
+        assert frozen == {torch.bfloat16}
     assert probe.grads  # the step trained something
 
 

@@ -158,7 +158,8 @@ def test_last_means_the_newest_checkpoint_of_the_newest_run_that_has_one(tmp_pat
     (ckpts / "version_1" / "broken.ckpt").write_bytes(b"")  # unreadable files are skipped
     run = runs.resolve_resume("last", logs, ckpts, "demo")
     assert (run.version, run.resumed_from.name, run.resumed_step) == (1, "interrupted.ckpt", 94)
-    assert "have no checkpoint" in run.notes[0]
+    assert any("broken.ckpt: not a readable" in note for note in run.notes)  # skipped, and said so
+    assert any("have no checkpoint" in note for note in run.notes)
     assert (
         runs.resolve_resume(str(logs / "version_0"), logs, ckpts, "demo").resumed_from
         == ckpts / "version_0" / "last.ckpt"
@@ -172,6 +173,12 @@ def test_last_means_the_newest_checkpoint_of_the_newest_run_that_has_one(tmp_pat
         runs.resolve_resume(str(ckpts / "version_1" / "broken.ckpt"), logs, ckpts, "demo")
     with pytest.raises(TLIError, match=r"is a directory, not a checkpoint file"):
         runs.read_progress(ckpts / "version_2")
+    with pytest.raises(TLIError, match=r"is not a run of 'demo'"):  # another name's run directory
+        runs.resolve_resume(str(tmp_path / "logs" / "other" / "version_1"), logs, ckpts, "demo")
+    (ckpts / "version_4").mkdir()
+    (ckpts / "version_4" / "last.ckpt").write_bytes(b"truncated")
+    with pytest.raises(TLIError, match=r"run demo/version_4 has no readable checkpoint \(unreadable: .*last.ckpt"):
+        runs.resolve_resume("last", logs, ckpts, "demo")  # never silently an older run
 
 
 def test_unwritable_output_folders_are_found_before_the_model_loads(tmp_path, monkeypatch):
@@ -182,21 +189,25 @@ def test_unwritable_output_folders_are_found_before_the_model_loads(tmp_path, mo
     assert "adapting blocks" not in err  # the model was never loaded
 
 
-def test_checkpoints_are_written_to_a_temporary_file_then_renamed(tmp_path, monkeypatch):
-    # A checkpoint is never seen half-written, even if the process dies during the write.
-    import shutil
+def test_checkpoints_are_written_beside_their_destination_then_renamed(tmp_path, monkeypatch):
+    # A checkpoint is never seen half-written, even if the process dies during the write: the rename
+    # happens on one filesystem, after the bytes are on disk.
+    import os
 
-    from lightning.pytorch.plugins.io import TorchCheckpointIO
+    replaced: list[tuple[Path, Path, bool]] = []
+    real_replace = os.replace
 
-    target = tmp_path / "last.ckpt"
-    moves: list[tuple[str, str, bool]] = []
-    real_move = shutil.move
+    def recording_replace(src, dst):
+        replaced.append((Path(src), Path(dst), Path(dst).exists()))
+        return real_replace(src, dst)
 
-    def recording_move(src, dst, *args, **kwargs):
-        moves.append((str(src), str(dst), Path(dst).exists()))
-        return real_move(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(shutil, "move", recording_move)
-    TorchCheckpointIO().save_checkpoint({"global_step": 1, "epoch": 0, "weights": torch.zeros(1000)}, target)
-    assert len(moves) == 1 and moves[0][1] == str(target) and moves[0][0] != str(target) and not moves[0][2]
-    assert load(target)["global_step"] == 1
+    monkeypatch.setattr(os, "replace", recording_replace)
+    io = runs.atomic_checkpoint_io()
+    target = tmp_path / "run" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "epoch": 0, "weights": torch.zeros(1000)}, target)
+    io.save_checkpoint({"global_step": 2, "epoch": 0, "weights": torch.ones(1000)}, target)
+    assert [(src.parent, dst, existed) for src, dst, existed in replaced] == [
+        (target.parent, target, False),
+        (target.parent, target, True),
+    ]
+    assert load(target)["global_step"] == 2 and list(target.parent.iterdir()) == [target]  # no temporary left

@@ -24,6 +24,7 @@ Example, with any causal LM::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,9 @@ from torch import Tensor
 
 from tli_lightning.lexicon import Pair
 from tli_lightning.representations import all_hidden_states, masked_mean, tokenize_words
+
+if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
+    from transformers import PreTrainedTokenizerBase
 
 METRICS = ("cos", "cos_bos", "cos_centered", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s", "mrr_s2t", "mrr_t2s")
 # Queries scored at once in retrieval: bounds the [queries, candidates] similarity block.
@@ -40,7 +44,7 @@ _QUERY_CHUNK = 1024
 @torch.no_grad()
 def embed_all_layers(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     words: Sequence[str],
     *,
     template: str = "{word}",

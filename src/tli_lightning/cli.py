@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from tli_lightning.errors import RunInterrupted, TLIError
@@ -134,7 +135,28 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
                 if config.ckpt_path is None:
                     log.warning("%s without --ckpt_path scores the untrained base model", self.subcommand)
 
+        def before_validate(self) -> None:
+            self._resolve_evaluated_checkpoint()
+
+        def before_test(self) -> None:
+            self._resolve_evaluated_checkpoint()
+
+        def _resolve_evaluated_checkpoint(self) -> None:
+            # `last` and run directories mean what they mean for fit (runs.resolve_resume), not Lightning's `last`.
+            spec = self.config[self.subcommand].ckpt_path
+            if spec and not Path(str(spec)).is_file():
+                from tli_lightning import runs
+
+                config = self.config[self.subcommand]
+                name = _logger_args(config)["name"].removesuffix(f"-{self.subcommand}")
+                logs = os.path.join(_logger_args(config)["save_dir"], name)
+                run = runs.resolve_resume(str(spec), logs, _checkpoints_dir(config, name), name)
+                self.config_init[self.subcommand]["ckpt_path"] = str(run.resumed_from)
+                log.info("%s: %s (step %d)", self.subcommand, run.resumed_from, run.resumed_step)
+
         def before_fit(self) -> None:
+            from tli_lightning import runs
+
             # Data first: a mistyped file fails here, before a run directory is created.
             self.datamodule.prepare_data()
             self.datamodule.setup("fit")
@@ -142,6 +164,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             session.run, session.fresh = _resolve_run(config)
             session.trainer = self.trainer
             _point_at_run(self.trainer, session.run, fresh=session.fresh)
+            self.trainer.strategy.checkpoint_io = runs.atomic_checkpoint_io()
             if session.fresh:
                 _write_tensorboard_layout(self.trainer, self.datamodule)
             if session.run.resumed_from is not None:
@@ -165,7 +188,9 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
         def setup(self, trainer, pl_module, stage) -> None:
             run = session.run
             if run is not None and run.resumed_from is not None:
-                self.config_filename = f"config.resumed_at_step{run.resumed_step}.yaml"
+                # One file per resumption, also when the same checkpoint is resumed twice.
+                taken = len(list(run.log_dir.glob("config.resumed*.yaml")))
+                self.config_filename = f"config.resumed{taken + 1}_at_step{run.resumed_step}.yaml"
             super().setup(trainer, pl_module, stage)
 
     TLICLI(
@@ -272,7 +297,12 @@ def _write_tensorboard_layout(trainer, datamodule) -> None:
 
 
 def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
-    """A run goes on with the settings it started with: compare with its saved config.yaml."""
+    """A run goes on with the settings it started with: compare with its saved config.yaml.
+
+    Everything that changes the arithmetic: the seed, model.*, data.*, and the trainer's precision,
+    gradient accumulation and clipping. max_epochs may change (training extended; the learning-rate
+    schedule then ends later), and so may devices and logging.
+    """
     import yaml
 
     saved = run.log_dir / "config.yaml"
@@ -291,6 +321,10 @@ def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
             ]
         elif old != new:
             differences.append(f"{section}: {new!r} (run: {old!r})")
+    for key in ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm"):
+        old, new = (before.get("trainer") or {}).get(key), (now.get("trainer") or {}).get(key)
+        if old != new:
+            differences.append(f"trainer.{key}: {new!r} (run: {old!r})")
     if differences:
         raise TLIError(
             f"{run.resumed_from} belongs to a run with other settings: {'; '.join(differences[:6])}. Resume it with "
@@ -305,6 +339,10 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
     trainer, run = session.trainer, session.run
     if run is None or trainer is None or not trainer.is_global_zero:
         return
+    if status != "finished" and session.fresh and trainer.global_step == 0:
+        runs.discard_unused(run)  # stopped before it started: nothing a later compare or resume would find
+        if not run.log_dir.exists():
+            return
     summary = runs.summarize(trainer, run, status)
     path = runs.write_summary(run, summary)
     runs.log_hparams(trainer.loggers[0], summary)
@@ -312,7 +350,26 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
     print(runs.format_summary(summary, path), file=out)
     if status != "finished":
         saved = f"saved {stop.checkpoint}; " if stop is not None and stop.checkpoint else ""
-        print(f"{status}: {saved}resume with: {_resume_command(session, run)}", file=out)
+        if runs.has_checkpoint(run):
+            print(f"{status}: {saved}resume with: {_resume_command(session, run)}", file=out)
+        else:
+            print(f"{status} before its first checkpoint: nothing to resume; run the command again", file=out)
+
+
+def _finish_quietly(session: _Session, status: str, stop: RunInterrupted | None = None) -> None:
+    """_finish on a failure path: a second error while reporting must not hide the first."""
+    try:
+        _finish(session, status, stop)
+    except Exception as error:  # the original error matters more than the summary
+        log.warning("could not write the run's summary: %s", error)
+
+
+def _launched_by_rank_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from tli_lightning.runs import RUN_ENV
+
+    return rank_zero_only.rank != 0 and bool(os.environ.get(RUN_ENV))
 
 
 def _resume_command(session: _Session, run) -> str:
@@ -340,24 +397,26 @@ def main(argv: list[str] | None = None) -> None:
             _lightning_cli(["fit"] if not argv else None if from_command_line else argv, session)
     except TLIError as error:
         print(f"error: {error}", file=sys.stderr)
-        if (
-            session.fresh
-            and session.run is not None
-            and session.trainer is not None
-            and session.trainer.global_step == 0
-        ):
-            from tli_lightning.runs import discard_unused
-
-            discard_unused(session.run)
+        _finish_quietly(session, "failed")
         raise SystemExit(2) from None
     except RunInterrupted as stop:
-        _finish(session, status="interrupted", stop=stop)
+        if _launched_by_rank_zero():
+            # Rank 0 reports the interruption; a non-zero exit here would make Lightning kill rank 0 mid-summary.
+            raise SystemExit(0) from None
+        _finish_quietly(session, "interrupted", stop)
         raise SystemExit(stop.exit_code) from None
     except KeyboardInterrupt:  # before the run's own handlers were in place: nothing to save
+        _finish_quietly(session, "interrupted")
         raise SystemExit(130) from None
+    except SystemExit as stop:
+        if type(stop).__name__ != "SIGTERMException":
+            raise
+        # Lightning's own SIGTERM handling (before ExactResume's replaces it) exits with no code, i.e. 0.
+        _finish_quietly(session, "interrupted")
+        raise SystemExit(143) from None
     except Exception:
         # A crash: the traceback is for the developer; the summary and resume hint for the user.
-        _finish(session, status="failed")
+        _finish_quietly(session, "failed")
         raise
     finally:
         from tli_lightning.runs import RUN_ENV

@@ -198,6 +198,7 @@ def scan(argv: list[str]) -> None:
 
     from tli_lightning.alignment import alignment_report, embed_all_layers, words_of
     from tli_lightning.plots import alignment_figure
+    from tli_lightning.textfiles import write_json
 
     words = words_of(sets)
     vectors = embed_all_layers(
@@ -205,7 +206,7 @@ def scan(argv: list[str]) -> None:
     )
     report = alignment_report(zip(vectors["plain"], vectors["with_bos"]), words, sets)
     report.update(_record(settings, args), template=template)
-    output.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+    write_json(output, report)
     figure = alignment_figure(report, title=f"{settings['model']}" + (f" + {args.adapter}" if args.adapter else ""))
     figure.savefig(output.with_suffix(".png"), dpi=110)
 
@@ -262,14 +263,13 @@ def zeroshot(argv: list[str]) -> None:
         progress=_progress(args, f"xnli {args.language}"),
     )
     predictions = loglik.argmax(dim=1).tolist()
+    used = _record(settings, args)  # on every line: a file of scores names the base they were made on
     with output.open("w", encoding="utf-8") as handle:
         for index, (example, row, prediction) in enumerate(zip(examples, loglik.tolist(), predictions)):
-            handle.write(
-                json.dumps({"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction})
-                + "\n"
-            )
+            record = {"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction}
+            handle.write(json.dumps({**record, "settings": used}) + "\n")
     scores = classification_scores(predictions, [e.label for e in examples])
-    print(json.dumps({"language": args.language, **scores, "settings": _record(settings, args)}))
+    print(json.dumps({"language": args.language, **scores, "settings": used}))
 
 
 def run_command(name: str, argv: list[str]) -> None:

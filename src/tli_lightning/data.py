@@ -178,6 +178,8 @@ class TLIDataModule(L.LightningDataModule):
         kwargs = dict(
             batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.hparams.seed)
         )
+        if shuffle and not batches.global_plan():
+            raise TLIError("no two trained pairs can share a batch (every pair shares a word with every other)")
         if shuffle and self.trainer is not None:
             return ResumableDataLoader(dataset, batches_done=self._train_batches_done, **kwargs)
         return DataLoader(dataset, **kwargs)

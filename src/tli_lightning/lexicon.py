@@ -63,21 +63,36 @@ def _rows_from_tsv(path: Path, source_column: str, target_column: str) -> Iterat
             yield line, row[s], row[t]
 
 
+def _entries_with_lines(text: str) -> list[tuple[int, object]]:
+    """The elements of a (valid) top-level JSON list, each with the line it starts on."""
+    decoder, items = json.JSONDecoder(), []
+    position = text.index("[") + 1
+    while True:
+        while text[position] in " \t\r\n,":
+            position += 1
+        if text[position] == "]":
+            return items
+        value, end = decoder.raw_decode(text, position)
+        items.append((text.count("\n", 0, position) + 1, value))
+        position = end
+
+
 def _rows_from_json(path: Path, source_column: str, target_column: str) -> Iterator[tuple[int, object, object]]:
+    text = read_text(path, "lexicon file")
     try:
-        entries = json.loads(read_text(path, "lexicon file"))
+        entries = json.loads(text)
     except json.JSONDecodeError as error:
         raise TLIError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
     if not isinstance(entries, list):
         raise TLIError(f'{path}: expected a JSON list of objects like {{"swahili": ..., "english": ...}}')
-    for number, entry in enumerate(entries, start=1):
+    for line, entry in _entries_with_lines(text):
         keys = (source_column, target_column) if isinstance(entry, dict) and source_column in entry else _PAPER_KEYS
         if not isinstance(entry, dict) or not all(k in entry for k in keys):
             raise TLIError(
-                f"{path}: entry {number} is {entry!r}; expected an object with keys "
+                f"{path}:{line}: entry {entry!r}; expected an object with keys "
                 f"'{source_column}'/'{target_column}' or 'swahili'/'english'"
             )
-        yield number, entry[keys[0]], entry[keys[1]]
+        yield line, entry[keys[0]], entry[keys[1]]
 
 
 def read_lexicon(path: str | Path, source_column: str = "sw", target_column: str = "en") -> Lexicon:
@@ -88,7 +103,7 @@ def read_lexicon(path: str | Path, source_column: str = "sw", target_column: str
     seen: set[Pair] = set()
     duplicates = 0
     for where, source, target in rows(path, source_column, target_column):
-        where = f"{path}:{where}" if rows is _rows_from_tsv else f"{path}: entry {where}"
+        where = f"{path}:{where}"
         for value in (source, target):
             if not isinstance(value, str) or not value.strip():
                 raise TLIError(f"{where}: entries must be non-empty strings, got {value!r} in {(source, target)!r}")

@@ -68,6 +68,7 @@ class TLIModule(L.LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 50,
         gradient_checkpointing: bool = False,
+        master_weights: bool = True,
     ) -> None:
         """
         Layer numbering follows ``hidden_states``: 0 = embeddings, i = output of block i-1,
@@ -107,6 +108,10 @@ class TLIModule(L.LightningModule):
             weight_decay: AdamW weight decay.
             warmup_steps: Linear warm-up steps, then linear decay to 0 at the last step.
             gradient_checkpointing: Recompute activations in backward (non-reentrant).
+            master_weights: ``full`` only: hold the trained weights (and so their gradients and optimizer
+                state) in float32 while the frozen ones stay in ``compute_dtype``. In bfloat16, an update
+                smaller than half a weight's spacing (2e-5 against a weight of 0.02) rounds to no change:
+                most of a full fine-tuning step would be lost. Off only to fit a bigger model, knowingly.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -134,7 +139,10 @@ class TLIModule(L.LightningModule):
         self.tokenizer = None
         self.target_layer: int | None = None  # resolved against the model in configure_model
         self.trainable_parameters = 0
-        self.train_means = MetricCollection({name: MeanMetric() for name in ("loss", "pos_sim", "hardest_neg_sim")})
+        # nan_strategy "disable": the default checks for NaNs with two host syncs per update, every step.
+        self.train_means = MetricCollection(
+            {name: MeanMetric(nan_strategy="disable") for name in ("loss", "pos_sim", "hardest_neg_sim")}
+        )
         # Checkpoints hold only the trainable tensors (see state_dict), so loading is partial.
         self.strict_loading = False
 
@@ -162,10 +170,10 @@ class TLIModule(L.LightningModule):
         precision = str(self.trainer.precision)
         _require(
             precision in PRECISIONS,
-            f"precision {precision!r} is not supported: '-true' half precisions cast every parameter and buffer "
-            "(LoRA weights and their optimizer state, the rotary inv_freq buffer, packed 4-bit weights). Use "
-            "--trainer.precision bf16-mixed (autocast), or 32-true with --model.compute_dtype bfloat16 to hold the "
-            "frozen and full-rank weights in bfloat16",
+            f"precision {precision!r} is not supported; use --trainer.precision bf16-mixed (autocast) or 32-true "
+            "(--model.compute_dtype sets the weights' dtype). '-true' half precisions cast every parameter and buffer "
+            "(LoRA weights and their optimizer state, the rotary inv_freq buffer, packed 4-bit weights); fp16 "
+            "autocast is untested with bitsandbytes here",
         )
         from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
@@ -177,6 +185,16 @@ class TLIModule(L.LightningModule):
             "ModelParallelStrategy (FSDP2, full fine-tuning with sharded weights)",
         )
         if isinstance(strategy, ModelParallelStrategy):
+            _require(
+                self.hparams.adaptation == "full",
+                "LoRA with FSDP is not supported (its adapters would be saved from sharded tensors); train LoRA "
+                "with --trainer.strategy ddp (configs/multi_gpu/ddp.yaml)",
+            )
+            _require(
+                self.hparams.optimizer != "adamw8bit",
+                "bitsandbytes' AdamW8bit does not take FSDP's sharded (DTensor) parameters; use "
+                "--model.optimizer adamw (configs/multi_gpu/fsdp.yaml sets it; give that config after the arm's)",
+            )
             _require(
                 self.hparams.quantization == "none",
                 "4-bit weights with FSDP are not supported (bitsandbytes' packed weights cannot be sharded as "
@@ -194,7 +212,8 @@ class TLIModule(L.LightningModule):
             return
         self._check_trainer()
         hp = self.hparams
-        device = self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu")
+        # Without a trainer (a script, a benchmark), where the module was put: TLIModule().to("cuda").
+        device = self.trainer.strategy.root_device if self._trainer is not None else self.device
         model, self.tokenizer = load_causal_lm(
             hp.model_name_or_path,
             quantization=hp.quantization,
@@ -258,6 +277,10 @@ class TLIModule(L.LightningModule):
             decoder.get_input_embeddings().requires_grad_(True)
             if self.target_layer == len(decoder.layers):
                 decoder.norm.requires_grad_(True)
+        if hp.master_weights:
+            for param in model.parameters():
+                if param.requires_grad and param.dtype != torch.float32:
+                    param.data = param.data.float()
         return model
 
     def _shard(self, model: torch.nn.Module) -> None:
@@ -278,8 +301,11 @@ class TLIModule(L.LightningModule):
         )
         strategy = self.trainer.strategy
         mesh = init_device_mesh(strategy.root_device.type, (strategy.world_size,))
+        # One group per module whose parameters share a dtype (FSDP2 gathers a group as one buffer):
+        # trained weights are float32 (master_weights), frozen ones compute_dtype.
         for block in decoder.layers:
             fully_shard(block, mesh=mesh)
+        fully_shard(decoder.get_input_embeddings(), mesh=mesh)
         fully_shard(decoder, mesh=mesh)
         fully_shard(head, mesh=mesh)
         # FSDP2 takes the first module to run forward as the root of what it reaches: run the whole
@@ -342,7 +368,11 @@ class TLIModule(L.LightningModule):
 
             optimizer = bnb.optim.AdamW8bit(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
         else:
-            optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+            # One fused kernel per step on a GPU instead of a few per parameter tensor.
+            fused = all(p.device.type == "cuda" for p in params)
+            optimizer = torch.optim.AdamW(
+                params, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=fused or None
+            )
         warmup = hp.warmup_steps
         total: list[int] = []
 
@@ -350,8 +380,11 @@ class TLIModule(L.LightningModule):
             # transformers' get_linear_schedule_with_warmup, except that the step count is read
             # when first needed: asking for it here would build the train dataloader before a
             # checkpoint's dataloader state is restored, and mid-epoch resume would replay batches.
+            # (LambdaLR evaluates step 0 at construction: up to the end of warm-up no total is needed.)
             if step < warmup:
-                return step / max(1, warmup)
+                return step / warmup
+            if step == warmup:
+                return 1.0
             if not total:
                 total.append(max(int(self.trainer.estimated_stepping_batches), 1))
             return max(0.0, (total[0] - step) / max(1, total[0] - warmup))

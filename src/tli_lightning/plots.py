@@ -8,22 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files and TensorBoard only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-plt.rcParams.update({"font.size": 12, "axes.titlesize": 13, "legend.fontsize": 10})
+# Figures are made directly, not through pyplot: no backend switch, no global style change, nothing to
+# close, in whatever program (a notebook) imports the package.
 LAYER_LABEL = "layer (hidden_states index; 0 = embeddings)"
+_TEXT = {"fontsize": 12}
+_TITLE = {"fontsize": 13}
+_LEGEND = 10
 
 
-def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str = ""):
+def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str = "") -> Figure:
     """Per-layer alignment of an :func:`~tli_lightning.alignment.alignment_report` (or its summary).
 
     Three panels: the translation-pair cosine with the random-pair cosine under it (their distance is
     the evidence), the gap between them, and retrieval P@1 against chance. Dashed: before training.
     """
-    fig, (cos_ax, gap_ax, p_ax) = plt.subplots(1, 3, figsize=(15, 4.6))
+    fig = Figure(figsize=(15, 4.6))
+    cos_ax, gap_ax, p_ax = fig.subplots(1, 3)
     for index, (name, entry) in enumerate(now["sets"].items()):
         color = f"C{index}"
         before = baseline["sets"].get(name) if baseline is not None else None
@@ -40,30 +42,33 @@ def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str =
         if entry.get("candidates"):
             p_ax.axhline(1 / entry["candidates"], color=color, linestyle=":", alpha=0.7, label=f"chance ({name})")
     gap_ax.axhline(0.0, color="grey", linewidth=0.8)
-    cos_ax.set_title("cosine: translations vs random pairs")
-    gap_ax.set_title("gap = pair - random-pair cosine")
-    p_ax.set_title("retrieval P@1 (source -> target)")
+    cos_ax.set_title("cosine: translations vs random pairs", **_TITLE)
+    gap_ax.set_title("gap = pair - random-pair cosine", **_TITLE)
+    p_ax.set_title("retrieval P@1 (source -> target)", **_TITLE)
     for ax in (cos_ax, gap_ax, p_ax):
-        ax.set_xlabel(LAYER_LABEL)
+        ax.set_xlabel(LAYER_LABEL, **_TEXT)
+        ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(loc="best")
-    fig.suptitle(title)
+        ax.legend(loc="best", fontsize=_LEGEND)
+    fig.suptitle(title, **_TITLE)
     fig.tight_layout()
     return fig
 
 
-def retention_figure(history: Sequence[Mapping[str, float]], languages: Sequence[str]):
+def retention_figure(history: Sequence[Mapping[str, float]], languages: Sequence[str]) -> Figure:
     """Accuracy per language over evaluations (0 = before training), with chance at 1/3."""
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig = Figure(figsize=(7, 4.6))
+    ax = fig.subplots()
     for language in languages:
         points = [(h["epoch"], h[f"xnli/{language}/acc"]) for h in history if f"xnli/{language}/acc" in h]
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=language)
     ax.axhline(1 / 3, color="grey", linestyle=":", label="chance")
-    ax.set_xlabel("epochs trained")
-    ax.set_ylabel("zero-shot XNLI accuracy")
-    ax.set_title("zero-shot XNLI (lm-eval definition)")
+    ax.set_xlabel("epochs trained", **_TEXT)
+    ax.set_ylabel("zero-shot XNLI accuracy", **_TEXT)
+    ax.set_title("zero-shot XNLI (lm-eval definition)", **_TITLE)
+    ax.tick_params(labelsize=11)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=_LEGEND)
     fig.tight_layout()
     return fig
 

@@ -19,12 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import resolve_layer
+
+if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -167,7 +171,7 @@ def all_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
 
 def word_vectors(
     model: nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     words: Sequence[str],
     layer: int | None = -1,
     *,

@@ -1,6 +1,6 @@
 """Run directories: each ``fit`` is one run, in ``logs/<name>/version_<n>/`` and ``checkpoints/<name>/version_<n>/``.
 
-A new run claims the lowest ``n`` free in both trees with an atomic ``mkdir``, so two runs started
+A new run claims the next ``n`` free in both trees with an atomic ``mkdir``, so two runs started
 at once get different ``n``. Resuming (``--ckpt_path``) writes on into the run that holds the
 checkpoint. A plain ``fit`` never resumes anything.
 
@@ -73,7 +73,7 @@ def _versions(directory: Path) -> list[int]:
 
 
 def claim_run(logs: str | Path, checkpoints: str | Path, name: str) -> Run:
-    """A new run: the lowest version free under both ``logs`` and ``checkpoints`` (this name's
+    """A new run: the next version free under both ``logs`` and ``checkpoints`` (this name's
     directories), taken with an atomic mkdir."""
     logs, checkpoints = Path(logs), Path(checkpoints)
     for root in (logs, checkpoints):
@@ -106,11 +106,43 @@ def _make_writable_dir(directory: Path) -> None:
 
 
 def discard_unused(run: Run) -> None:
-    """Remove a new run's directories if it produced nothing worth keeping (no checkpoint, no evaluation)."""
+    """Remove a new run's directories if it produced nothing worth keeping (no checkpoint, no evaluation):
+    a run that failed before it started leaves nothing a later `compare` or `--ckpt_path last` would find."""
     produced = [p for p in run.checkpoint_dir.glob("*.ckpt")] + [p for p in run.log_dir.glob("*/*.json")]
     if not produced:
         shutil.rmtree(run.log_dir, ignore_errors=True)
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
+
+
+def atomic_checkpoint_io() -> Any:
+    """A Lightning CheckpointIO that writes a checkpoint next to its destination, then renames it.
+
+    Lightning's own goes through fsspec, which stages the file in the system temporary directory and
+    moves it: a copy, not a rename, when that is another filesystem, so a kill mid-copy truncates
+    ``last.ckpt``, a run's only rolling checkpoint. Here the rename is on one filesystem, after an fsync.
+    """
+    import torch
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Not a `with` block: the file must outlive it, to be renamed or removed below.
+            handle = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+            )
+            try:
+                with handle:
+                    torch.save(checkpoint, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(handle.name, path)
+            except BaseException:
+                Path(handle.name).unlink(missing_ok=True)
+                raise
+
+    return AtomicCheckpointIO()
 
 
 @dataclass(frozen=True)
@@ -138,35 +170,45 @@ def read_progress(path: Path) -> Progress:
         ) from None
 
 
-def newest_checkpoint(directory: Path) -> tuple[Path, Progress] | None:
-    """The checkpoint furthest along in ``directory`` (unreadable ones are skipped)."""
+def newest_checkpoint(directory: Path, skipped: list[str] | None = None) -> tuple[Path, Progress] | None:
+    """The checkpoint furthest along in ``directory``; unreadable ones are listed in ``skipped``, with why."""
     found = []
-    for path in directory.glob("*.ckpt"):
+    for path in sorted(directory.glob("*.ckpt")):
         try:
             found.append((read_progress(path), path))
-        except TLIError:
-            continue
+        except TLIError as error:
+            if skipped is not None:
+                skipped.append(str(error))
     if not found:
         return None
     progress, path = max(found, key=lambda item: (item[0].global_step, item[0].mtime))
     return path, progress
 
 
+def _run_from(name: str, logs: Path, checkpoints: Path, version: int, spec: str) -> Run:
+    skipped: list[str] = []
+    found = newest_checkpoint(checkpoints / f"version_{version}", skipped)
+    if found is None:
+        unreadable = f" (unreadable: {'; '.join(skipped)})" if skipped else ""
+        raise TLIError(f"--ckpt_path {spec}: run {name}/version_{version} has no readable checkpoint{unreadable}")
+    run = Run(
+        name, version, logs / f"version_{version}", checkpoints / f"version_{version}", found[0], found[1].global_step
+    )
+    run.notes += [f"skipped {reason}" for reason in skipped]
+    return run
+
+
 def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: str) -> Run:
-    """The run to write into, and the checkpoint to resume from, for ``--ckpt_path spec``."""
+    """The run to write into, and the checkpoint to resume from, for ``--ckpt_path spec``.
+
+    ``logs`` and ``checkpoints`` are this name's directories (``logs/<name>``, ``checkpoints/<name>``).
+    """
     logs, checkpoints = Path(logs), Path(checkpoints)
     if spec == "last":
         for version in sorted(set(_versions(logs) + _versions(checkpoints)), reverse=True):
-            found = newest_checkpoint(checkpoints / f"version_{version}")
-            if found is not None:
-                run = Run(
-                    name,
-                    version,
-                    logs / f"version_{version}",
-                    checkpoints / f"version_{version}",
-                    found[0],
-                    found[1].global_step,
-                )
+            directory = checkpoints / f"version_{version}"
+            if any(directory.glob("*.ckpt")):  # the newest run that has one: resumed, or refused if unreadable
+                run = _run_from(name, logs, checkpoints, version, spec)
                 newer = [v for v in _versions(checkpoints) if v > version]
                 if newer:
                     run.notes.append(f"runs {[f'version_{v}' for v in newer]} have no checkpoint and are not resumed")
@@ -176,22 +218,13 @@ def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: s
         )
     path = Path(spec)
     match = _VERSION.match(path.name)
-    if match and not path.is_file():  # a run directory, in either tree
-        version = int(match.group(1))
-        found = newest_checkpoint(checkpoints / f"version_{version}")
-        if found is None:
+    if match and not path.is_file():  # a run directory, in either tree: it must be one of this name's
+        if path.parent.resolve() not in (logs.resolve(), checkpoints.resolve()):
             raise TLIError(
-                f"--ckpt_path {spec}: run version_{version} has no readable checkpoint "
-                f"in {checkpoints}/version_{version}"
+                f"--ckpt_path {spec} is not a run of {name!r} (its runs are in {logs}/ and {checkpoints}/): add the "
+                "run's own --config, or --trainer.logger.init_args.name with its name"
             )
-        return Run(
-            name,
-            version,
-            logs / f"version_{version}",
-            checkpoints / f"version_{version}",
-            found[0],
-            found[1].global_step,
-        )
+        return _run_from(name, logs, checkpoints, int(match.group(1)), spec)
     progress = read_progress(path)
     match = _VERSION.match(path.parent.name)
     if match and path.parent.parent.resolve() == checkpoints.resolve():
@@ -204,8 +237,12 @@ def resolve_resume(spec: str, logs: str | Path, checkpoints: str | Path, name: s
     return run
 
 
+def has_checkpoint(run: Run) -> bool:
+    return newest_checkpoint(run.checkpoint_dir) is not None
+
+
 def write_summary(run: Run, summary: dict[str, Any]) -> Path:
-    from tli_lightning.callbacks._common import write_json
+    from tli_lightning.textfiles import write_json
 
     path = run.log_dir / "summary.json"
     write_json(path, summary)
@@ -309,7 +346,13 @@ def log_hparams(logger: Any, summary: dict[str, Any]) -> None:
     for lang, values in summary.get("xnli", {}).get("languages", {}).items():
         metrics[f"hparams/xnli_{lang}_acc"] = values["acc"][1]
         metrics[f"hparams/xnli_{lang}_retention"] = values["retention"]
-    logger.log_hyperparams(params, metrics=metrics)
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        logger.log_hyperparams(params, metrics=metrics)  # the HPARAMS tab pairs them
+    else:
+        logger.log_hyperparams(params)
+        logger.log_metrics(metrics)
 
 
 def _number(value: float | None) -> str:

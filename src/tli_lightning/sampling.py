@@ -13,6 +13,7 @@ from typing import Any
 
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
+from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import Pair
 
 
@@ -48,8 +49,10 @@ def batches_per_epoch(num_pairs: int, batch_size: int, num_replicas: int) -> int
     """Training batches per process and epoch: the same every epoch, whatever the shuffle.
 
     ``num_pairs // batch_size`` batches in all, cut down to a multiple of the number of processes.
-    The greedy plan always has at least that many; what it has beyond them (its last, partly
-    filled batches: a few pairs, different ones each epoch) waits for the next epoch.
+    What the greedy plan has beyond them (its last, partly filled batches: a few pairs, different ones
+    each epoch) waits for the next epoch. A lexicon so full of shared words that the plan has fewer
+    batches repeats its first ones (Lightning counts an epoch's batches once, and the learning-rate
+    schedule and resuming rely on that count).
     """
     return num_pairs // batch_size // num_replicas
 
@@ -104,12 +107,12 @@ class ConflictFreeBatchSampler(BatchSampler):
             plan = plan_batches(self.pairs, order, self.batch_size)
             if self.drop_last:
                 plan = [b for b in plan if len(b) == self.batch_size]
-            per_process = (
-                batches_per_epoch(len(self.pairs), self.batch_size, self.num_replicas) if self.shuffle else None
-            )
-            if per_process is None or per_process > len(plan) // self.num_replicas:
-                per_process = len(plan) // self.num_replicas  # every process the same count
-            self._cache = (self.epoch, plan[: per_process * self.num_replicas])
+            if self.shuffle:
+                wanted = batches_per_epoch(len(self.pairs), self.batch_size, self.num_replicas) * self.num_replicas
+                plan = (plan * -(-wanted // len(plan)))[:wanted] if plan else []
+            else:  # validation: every batch, cut so each process gets the same count (DDP's forward may sync)
+                plan = plan[: len(plan) // self.num_replicas * self.num_replicas]
+            self._cache = (self.epoch, plan)
         return self._cache[1]
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
@@ -142,7 +145,14 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, int]:
         done = self.batches_done() if self.batches_done is not None else 0
-        return {"epoch": self.batch_sampler.epoch, "batches_done": done}
+        return {"epoch": self.batch_sampler.epoch, "batches_done": done, "processes": self.batch_sampler.num_replicas}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        saved = state_dict.get("processes", self.batch_sampler.num_replicas)
+        if saved != self.batch_sampler.num_replicas:
+            # Each process counted its own batches: another number of processes deals another plan.
+            raise TLIError(
+                f"this checkpoint was trained by {saved} processes and is resumed by "
+                f"{self.batch_sampler.num_replicas}: resume with the same number (--trainer.devices {saved})"
+            )
         self.batch_sampler.resume_at(state_dict["epoch"], state_dict["batches_done"])

@@ -87,7 +87,8 @@ def read_xnli_file(path: str | Path) -> list[XNLIExample]:
         for record in reader:
             examples.append(_example(record, f"{path}:{reader.line_num}"))
     else:
-        for number, line in enumerate(text.splitlines(), start=1):
+        # split("\n"), not splitlines(): U+2028 and friends are legal inside a JSON string.
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

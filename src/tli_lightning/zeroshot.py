@@ -18,6 +18,7 @@ Example, with any causal LM::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -25,8 +26,11 @@ from torch import Tensor
 from tli_lightning.representations import decoder_of
 from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
 
+if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
+    from transformers import PreTrainedTokenizerBase
 
-def context_token_id(tokenizer) -> int:
+
+def context_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
@@ -62,7 +66,7 @@ def _summed_per_row(head: torch.nn.Module, hidden: Tensor, targets: Tensor, scor
 @torch.no_grad()
 def score_sequences(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     continuations: Sequence[str],
     *,
     batch_size: int = 32,
@@ -91,7 +95,7 @@ def score_sequences(
 @torch.no_grad()
 def score_with_shared_prefix(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     groups: Sequence[Sequence[str]],
     *,
     batch_size: int = 32,
@@ -169,7 +173,7 @@ def score_with_shared_prefix(
 
 def score_xnli(
     model: torch.nn.Module,
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     examples: Sequence[XNLIExample],
     language: str = "en",
     *,

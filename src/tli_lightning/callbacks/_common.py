@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from tli_lightning.errors import TLIError
+from tli_lightning.textfiles import without_nan, write_json  # noqa: F401 (re-exported for the callbacks)
 
 Getter = Callable[[L.LightningModule], Any]
 
@@ -69,22 +69,6 @@ def sharded_map(trainer: L.Trainer, items: Sequence[Any], compute: Callable[[Seq
 def log_dir(trainer: L.Trainer) -> Path:
     """The run's log directory. Call it on every rank: ``trainer.log_dir`` is a broadcast under DDP."""
     return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Strict JSON: an undefined number (a retention over a zero baseline) is null, not NaN."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(without_nan(payload), indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-
-
-def without_nan(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: without_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [without_nan(v) for v in value]
-    return value
 
 
 def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from tli_lightning.callbacks._common import Getter, default_model
+from tli_lightning.textfiles import write_json
 
 SETTINGS_FILE = "tli_settings.json"
 
@@ -42,4 +42,4 @@ class AdapterExport(Callback):
             model.save_pretrained(directory)
             settings: dict[str, Any] | None = getattr(pl_module, "settings", lambda: None)()
             if settings is not None:
-                (directory / SETTINGS_FILE).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+                write_json(directory / SETTINGS_FILE, settings)

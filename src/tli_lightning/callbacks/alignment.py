@@ -99,7 +99,9 @@ class LayerwiseAlignment(EpochMeasurement):
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         sets = self._sets(trainer)
         words = words_of(sets)
-        mine = list(shard(trainer, words)) or words[:1]  # an empty shard still runs one word, for the gather
+        mine = list(shard(trainer, words))
+        count = len(mine)
+        mine = mine or words[:1]  # an empty shard still runs one word, for the gather
         with evaluating(model):
             vectors = embed_all_layers(
                 model,
@@ -109,7 +111,6 @@ class LayerwiseAlignment(EpochMeasurement):
                 batch_size=self.batch_size,
                 progress=progress_bar(trainer, "alignment", self.progress),
             )
-        count = len(shard(trainer, words))
 
         def layers() -> Iterator[tuple[Tensor, Tensor]]:
             for plain, with_bos in zip(vectors["plain"], vectors["with_bos"]):
@@ -144,8 +145,6 @@ class LayerwiseAlignment(EpochMeasurement):
         self.publish(trainer)
 
     def publish(self, trainer: L.Trainer) -> None:
-        import matplotlib.pyplot as plt
-
         from tli_lightning.plots import alignment_figure
 
         last = self.last
@@ -161,7 +160,6 @@ class LayerwiseAlignment(EpochMeasurement):
             before = None if last is self.baseline or last == self.baseline else self.baseline
             figure = alignment_figure(last, before, title=f"alignment, {last['name']}")
             save_figure(trainer, directory, "align/per_layer", figure, last["global_step"])
-            plt.close(figure)
 
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "last": self.last}

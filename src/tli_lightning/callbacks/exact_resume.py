@@ -95,10 +95,12 @@ class ExactResume(Callback):
         )
 
     def _forward_to_launched_processes(self, signum: int) -> None:
-        # Ctrl-C reaches every process of the terminal's group; `kill` reaches only this one.
+        # Stopping at once leaves the processes Lightning launched waiting in a collective for this one:
+        # end them (as Lightning does on KeyboardInterrupt). A polite signal would only make them
+        # finish their step, which they cannot do without this process.
         launcher = getattr(self._trainer.strategy, "launcher", None) if self._trainer is not None else None
         if launcher is not None and getattr(launcher, "procs", None) and self._trainer.is_global_zero:
-            launcher.kill(signum)
+            launcher.kill(signal.SIGKILL)
 
     def _stop_requested(self, trainer: L.Trainer) -> bool:
         # Every process must stop at the same step, or the next gradient all-reduce hangs.
@@ -113,6 +115,9 @@ class ExactResume(Callback):
             self._install(_SIGNALS)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._restore_handlers()
+
+    def _restore_handlers(self) -> None:
         for signum, handler in self._original_handlers.items():
             signal.signal(signum, handler)
         self._original_handlers = {}
@@ -170,8 +175,9 @@ class ExactResume(Callback):
             stale.unlink()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()  # Lightning calls no teardown hook after an exception
         if isinstance(exception, RunInterrupted) and exception.checkpoint is not None:
-            return  # saved already, at the end of a step
+            return  # saved already, before the next step
         consistent = self._phase == "step" and not self._grads_pending and trainer.world_size == 1
         if consistent and trainer.global_step > self._furthest_step:
             path = self._save(trainer)

@@ -141,8 +141,6 @@ class ZeroShotRetention(EpochMeasurement):
         self.publish(trainer)
 
     def publish(self, trainer: L.Trainer) -> None:
-        import matplotlib.pyplot as plt
-
         from tli_lightning.plots import retention_figure
 
         last = self.history[-1]
@@ -152,7 +150,6 @@ class ZeroShotRetention(EpochMeasurement):
         if trainer.is_global_zero:
             figure = retention_figure(self.history, list(last["correct_of"]))
             save_figure(trainer, directory, "xnli/accuracy", figure, last["global_step"])
-            plt.close(figure)
 
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "history": self.history}
