@@ -289,6 +289,18 @@ def test_adapters_are_measured_on_the_base_they_were_trained_on(demo_run, tmp_pa
 
 
 @pytest.mark.slow
+def test_validate_scores_the_checkpoint_of_a_run(demo_run, monkeypatch):
+    monkeypatch.chdir(demo_run)
+    code, out, err = run_main(["validate", *QUICK, "--ckpt_path", "last"])
+    assert code == 0, err[-2000:]
+    assert "validate: checkpoints/demo/version_0/last.ckpt (step 205)" in err and "val/pos_sim" in out
+    trained = next(float(line.split()[-2]) for line in out.splitlines() if "val/pos_sim" in line)
+    _, base, _ = run_main(["validate", *QUICK])
+    untrained = next(float(line.split()[-2]) for line in base.splitlines() if "val/pos_sim" in line)
+    assert trained != untrained  # the trained adapters were loaded, not the base alone
+
+
+@pytest.mark.slow
 def test_scan_reports_every_layer_against_the_random_baseline(tmp_path, tiny_dir):
     result = cli(
         [

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from tli_lightning.compare import build_report, compare
+from tli_lightning.compare import _kind, build_report, compare, format_markdown, write_report
 from tli_lightning.errors import TLIError
+from tli_lightning.stats import bootstrap_ci
 
 from cli_helpers import cli
 
@@ -112,8 +113,11 @@ def test_compare_writes_the_report_for_two_arms_and_two_seeds(compared, runs_roo
     assert len(report["runs"]) == 3
     assert {r["arm"] for r in report["runs"]} == {"demo", "full_early"}
     assert sorted(r["seed"] for r in report["runs"] if r["arm"] == "demo") == [7, 42]
-    kinds = {r["arm"]: r["group"] for r in report["runs"]}
-    assert kinds == {"demo": "early_lora", "full_early": "full"}
+    kinds = {r["arm"]: (r["group"], r["kind"]) for r in report["runs"]}
+    assert kinds == {
+        "demo": ("early_lora", "early-layer LoRA"),
+        "full_early": ("full", "full-rank fine-tuning, blocks 0-1"),
+    }
     assert "## Verdict" in md and "## Runs" in md
 
 
@@ -192,8 +196,13 @@ def test_the_verdict_finds_no_alignment_beyond_the_baseline_on_random_models(com
     assert report["verdict"]["alignment"]["answer"] == "no"
     assert report["verdict"]["alignment"]["arms"]["demo"]["answer"] == "no"
     # Two seeds against one: no claim either way about retention.
-    assert report["verdict"]["retention"]["answer"] == "insufficient evidence"
+    retention = report["verdict"]["retention"]
+    assert retention["answer"] == "insufficient evidence"
+    [pair] = retention["comparisons"]
+    assert (pair["early_lora"], pair["full"], pair["answer"]) == ("demo", "full_early", "insufficient evidence")
+    assert pair["distinct_seeds"] == {"demo": 2, "full_early": 1}
     assert "insufficient evidence" in verdict and "fewer than 5 seeds" in verdict
+    assert "- demo vs full_early (full-rank fine-tuning, blocks 0-1): insufficient evidence" in verdict
 
 
 @pytest.mark.slow
@@ -263,3 +272,207 @@ def test_help_explains_every_option(capsys):
     for option in ("--output", "--layer", "--resamples", "--seed", "--min-seeds", "RUN_DIR"):
         assert option in text
     assert "0 = embeddings" in text and "block i-1" in text
+
+
+# ---- made-up runs: every file a run writes, with numbers chosen by the test (fast, no training) ----------------
+
+LAYERS = [0, 1, 2, 3, 4]
+PAIRS, EXAMPLES = 12, 20
+FINGERPRINT = {"trained_pairs": "t", "control_pairs": "c", "xnli_sw": "s", "xnli_en": "e"}
+
+
+def _write(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, allow_nan=False))  # strict JSON, as runs write it
+
+
+def _fake_run(
+    logs: Path,
+    arm: str,
+    version: int,
+    seed: int,
+    *,
+    correct: dict[str, tuple[int, int]] | None = None,
+    model: dict | None = None,
+    status: str = "finished",
+    evaluated: bool = True,
+) -> Path:
+    """``logs/<arm>/version_<n>``; ``correct``: XNLI examples right (baseline, final) per language;
+    ``evaluated=False``: a run that stopped before its first epoch's evaluation."""
+    run = logs / arm / f"version_{version}"
+    model = {"adaptation": "lora", "adapt_layers": None, "target_layer": 2, **(model or {})}
+    correct = correct or {"sw": (10, 10), "en": (10, 10)}
+    rng = np.random.default_rng(seed)
+    labels = [i % 3 for i in range(EXAMPLES)]
+
+    def alignment(epoch: int) -> dict:
+        sets = {}
+        for name in ("trained", "control"):
+            cos, rnd = rng.uniform(0.2, 0.6, (PAIRS, len(LAYERS))), rng.uniform(0.1, 0.3, (PAIRS, len(LAYERS)))
+            sets[name] = {
+                "pairs": [[f"w{i}", f"t{i}"] for i in range(PAIRS)],
+                "per_pair_cos": cos.tolist(),
+                "per_pair_random": rnd.tolist(),
+                "cos": cos.mean(0).tolist(),
+                "cos_random": rnd.mean(0).tolist(),
+                "gap": (cos - rnd).mean(0).tolist(),
+                "p_at_1_s2t": [0.5] * len(LAYERS),
+            }
+        return {"layers": LAYERS, "epoch": epoch, "sets": sets}
+
+    def xnli(epoch: int) -> dict:
+        languages = {}
+        for lang, counts in correct.items():
+            right, baseline = counts[min(epoch, 1)], counts[0] / EXAMPLES
+            # The first `right` examples score their label highest, the others the next label.
+            predicted = [label if i < right else (label + 1) % 3 for i, label in enumerate(labels)]
+            acc = right / EXAMPLES
+            languages[lang] = {
+                "acc": acc,
+                "correct": right,
+                "n": EXAMPLES,
+                "labels": labels,
+                "loglikelihoods": [[float(c == p) for c in range(3)] for p in predicted],
+                "retention": acc / baseline if baseline else None,  # undefined over a zero baseline: null
+            }
+        return {"epoch": epoch, "languages": languages}
+
+    _write(
+        run / "summary.json",
+        {
+            "name": arm,
+            "version": version,
+            "status": status,
+            "seed": seed,
+            "model": model,
+            "target_layer": model["target_layer"],
+            "trainable_parameters": 1000,
+            "global_step": 10,
+            "epochs_completed": int(evaluated),
+            "data": {"fingerprint": FINGERPRINT},
+        },
+    )
+    for kind, make in (("alignment", alignment), ("xnli", xnli)):
+        _write(run / kind / "baseline.json", make(0))
+        if evaluated:
+            _write(run / kind / "epoch_01.json", make(1))
+    return run
+
+
+def _strict(text: str) -> dict:
+    def refuse(constant: str):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+FULL_ALL = {"adaptation": "full", "adapt_layers": "all", "target_layer": 4}
+
+
+def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
+    logs = tmp_path / "logs"
+    # Early-layer LoRA keeps its accuracy; full_early (5 seeds) loses much; full_all (2 seeds) loses some.
+    for seed, final in enumerate([10, 11, 10, 9, 10]):
+        _fake_run(logs, "tli", seed, seed, correct={"sw": (10, final), "en": (12, 12)})
+    for seed, final in enumerate([4, 5, 6, 5, 3]):
+        _fake_run(
+            logs, "full_early", seed, seed, correct={"sw": (10, final), "en": (12, 10)}, model={"adaptation": "full"}
+        )
+    for seed, final in enumerate([7, 8]):
+        _fake_run(logs, "full_all", seed, seed, correct={"sw": (10, final), "en": (12, 12)}, model=FULL_ALL)
+    report = build_report([logs / "tli", logs / "full_early", logs / "full_all"], resamples=50)
+    changes = {
+        arm: [r["acc_change_mean"] for r in report["runs"] if r["arm"] == arm]
+        for arm in ("tli", "full_early", "full_all")
+    }
+    retention = report["verdict"]["retention"]
+    by_full = {c["full"]: c for c in retention["comparisons"]}
+    assert [(c["early_lora"], c["full"]) for c in retention["comparisons"]] == [
+        ("tli", "full_early"),
+        ("tli", "full_all"),
+    ]
+    for full, seeds in (("full_early", 5), ("full_all", 2)):
+        pair = by_full[full]
+        assert pair["difference"]["difference"] == pytest.approx(np.mean(changes["tli"]) - np.mean(changes[full]))
+        expected = sp.ttest_ind(changes["tli"], changes[full], equal_var=False).pvalue
+        assert pair["difference"]["pvalue"] == pytest.approx(expected)
+        assert (pair["difference"]["n_first"], pair["difference"]["n_second"]) == (5, seeds)
+        assert pair["distinct_seeds"] == {"tli": 5, full: seeds}
+        assert pair["acc_change"][full]["n"] == seeds
+    assert by_full["full_early"]["answer"] == "yes"
+    assert by_full["full_all"]["answer"] == "insufficient evidence"  # 2 seeds: the rule applies to this pair alone
+    assert "fewer than 5 seeds per arm (tli: 5, full_all: 2)" in by_full["full_all"]["words"]
+    assert by_full["full_all"]["full_kind"] == "full fine-tuning, whole model: embeddings + blocks 0-3 + final norm"
+    assert retention["answer"] == "mixed"
+    md = format_markdown(report)
+    lines = [line for line in md.splitlines() if line.startswith("- tli vs ")]
+    assert len(lines) == 2
+    assert lines[0].startswith("- tli vs full_early (full-rank fine-tuning, blocks 0-1): yes:")
+    assert lines[1].startswith("- tli vs full_all (full fine-tuning, whole model") and "seeds 5 vs 2" in lines[1]
+    for line, full in zip(lines, ("full_early", "full_all")):
+        assert f"difference {by_full[full]['difference']['difference']:+.4f}" in line and "Welch's t-test p = " in line
+
+
+def test_the_kind_of_an_arm_says_which_parameters_it_trains():
+    assert _kind("lora", None, 2, 4) == ("early-layer LoRA", "early_lora")
+    assert _kind("lora", None, 4, 4) == ("LoRA at the final layer", None)
+    assert _kind("full", None, 2, 4) == ("full-rank fine-tuning, blocks 0-1", "full")
+    assert _kind("full", [0, 1], 3, 4) == ("full-rank fine-tuning, blocks [0, 1]", "full")
+    # "all": every parameter the loss reaches: the embeddings and the blocks below the target, no more.
+    assert _kind("full", "all", 2, 4) == ("full-rank fine-tuning, embeddings + blocks 0-1", "full")
+    whole = "full fine-tuning, whole model: embeddings + blocks 0-3 + final norm"
+    assert _kind("full", "all", 4, 4) == (whole, "full")
+
+
+def test_the_confidence_level_sets_the_bootstrap_intervals(tmp_path):
+    run = _fake_run(tmp_path / "logs", "tli", 0, 0)
+    narrow = build_report([run], resamples=300, seed=4, confidence=0.8)
+    wide = build_report([run], resamples=300, seed=4)
+    (a0, a1) = (json.loads((run / "alignment" / f).read_text()) for f in ("baseline.json", "epoch_01.json"))
+    for set_name in ("trained", "control"):
+        cos0, cos1 = (np.asarray(a["sets"][set_name]["per_pair_cos"])[:, 2] for a in (a0, a1))
+        stats = narrow["runs"][0]["paired"]["2"][set_name]["cos"]
+        assert stats["confidence"] == 0.8
+        assert (stats["ci_low"], stats["ci_high"]) == bootstrap_ci(cos1 - cos0, seed=4, resamples=300, confidence=0.8)
+        other = wide["runs"][0]["paired"]["2"][set_name]["cos"]
+        assert other["ci_low"] < stats["ci_low"] < stats["ci_high"] < other["ci_high"]
+    assert narrow["settings"]["confidence"] == 0.8
+
+
+def test_an_undefined_retention_is_null_in_and_out(tmp_path):
+    run = _fake_run(tmp_path / "logs", "tli", 0, 0, correct={"sw": (0, 3), "en": (10, 12)})
+    assert '"retention": null' in (run / "xnli" / "epoch_01.json").read_text()
+    report = build_report([run], resamples=50)
+    entry = report["runs"][0]
+    assert entry["xnli"]["sw"]["retention"] is None
+    assert entry["retention_mean"] == pytest.approx(1.2) == entry["xnli"]["en"]["retention"]
+    assert any("retention undefined for sw" in w for w in report["warnings"])
+    assert report["arms"]["tli"]["xnli"]["sw"]["retention"]["n"] == 0
+    write_report(report, tmp_path / "out")
+    assert _strict((tmp_path / "out" / "report.json").read_text())["runs"][0]["xnli"]["sw"]["retention"] is None
+    [row] = _table((tmp_path / "out" / "report.md").read_text(), "Zero-shot XNLI")
+    assert row["sw retention"] == "n/a" and row["mean retention"] == "1.2000"
+
+
+def test_unfinished_versions_of_a_named_arm_are_skipped_with_a_warning(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    _fake_run(logs, "tli", 0, 0)
+    failed = _fake_run(logs, "tli", 1, 1, status="failed", evaluated=False)  # failed before its first evaluation
+    interrupted = _fake_run(logs, "tli", 2, 2, status="interrupted")
+    compare([str(logs / "tli"), "--output", str(tmp_path / "out"), "--resamples", "50"])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert str(failed) in warnings[0] and "status 'failed'" in warnings[0] and "no xnli/epoch_NN.json" in warnings[0]
+    assert str(interrupted) in warnings[1] and "status 'interrupted'" in warnings[1]
+    report = _strict((tmp_path / "out" / "report.json").read_text())
+    assert [r["version"] for r in report["runs"]] == [0]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert all(line.replace("warning: ", "- warning: ", 1) in md for line in warnings)
+    # Named itself, an incomplete run is still an error; an interrupted but complete one is compared, with a warning.
+    with pytest.raises(TLIError, match=r"version_1: cannot compare this run: missing .*xnli/epoch_NN.json"):
+        build_report([failed])
+    assert any("'interrupted'" in w for w in build_report([interrupted], resamples=50)["warnings"])
+    only_failed = tmp_path / "other" / "tli"
+    shutil.copytree(failed, only_failed / "version_0")
+    with pytest.raises(TLIError, match=r"none of its runs can be compared: .*status 'failed'"):
+        build_report([only_failed])

@@ -241,3 +241,29 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(tiny_dir
     assert (plain_calls, checkpointed_calls) == (1, 2)  # recomputed in the backward pass
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(quantization="none"), "LoRA with FSDP is not supported"),
+        (dict(quantization="none", adaptation="full", optimizer="adamw8bit"), "AdamW8bit does not take FSDP's sharded"),
+        (dict(adaptation="full", quantization="nf4"), "4-bit weights cannot be"),  # refused before any trainer
+    ],
+)
+def test_fsdp_combinations_that_cannot_work_are_refused(tiny_dir, kwargs, message):
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    with pytest.raises(TLIError, match=re.escape(message)):
+        module = TLIModule(model_name_or_path=str(tiny_dir), **kwargs)
+        strategy = ModelParallelStrategy(save_distributed_checkpoint=False)
+        _trainer(strategy=strategy).fit(module, TLIDataModule(xnli_limit=3))
+
+
+def test_no_warmup_needs_no_step_count_before_training(tiny_dir):
+    # LambdaLR evaluates step 0 when built: with warmup 0 that must not ask Lightning for the total step
+    # count, which would build the train loader before a checkpoint's loader state is restored.
+    module = TLIModule(model_name_or_path=str(tiny_dir), warmup_steps=0, compute_dtype="float32")
+    module.configure_model()
+    scheduler = module.configure_optimizers()["lr_scheduler"]["scheduler"]  # no trainer attached: would raise
+    assert scheduler.get_last_lr() == [module.hparams.learning_rate]

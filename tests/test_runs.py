@@ -110,6 +110,26 @@ def test_every_interruption_resumes_bit_for_bit(tmp_path, reference, kind):
 
 
 @pytest.mark.slow
+def test_a_run_resumed_and_interrupted_again_resumes_again(tmp_path, reference):
+    # Fails in epoch 1, is resumed, fails again later in the same epoch, and is resumed once more.
+    def fault(batch: int) -> list[str]:
+        return [
+            "--trainer.callbacks+=faults.Fault",
+            "--trainer.callbacks.kind=step",
+            "--trainer.callbacks.epoch=1",
+            f"--trainer.callbacks.batch={batch}",
+        ]
+
+    assert cli(["fit", *QUICK, *EPOCHS, *fault(5)], tmp_path).returncode == 1
+    assert cli(["fit", *QUICK, *EPOCHS, *fault(20), "--ckpt_path", "last"], tmp_path).returncode == 1
+    resumed = cli(["fit", *QUICK, *EPOCHS, "--ckpt_path", "last"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    _assert_same_training(tmp_path, reference)
+    configs = sorted(p.name for p in _run_dir(tmp_path).glob("config*.yaml"))
+    assert configs == ["config.resumed1_at_step46.yaml", "config.resumed2_at_step61.yaml", "config.yaml"]
+
+
+@pytest.mark.slow
 def test_a_failed_fit_leaves_nothing_to_resume(tmp_path, tiny_dir):
     # Fails after its run directory was claimed (the model path is read when the model loads).
     failed = cli(["fit", *QUICK, "--model.model_name_or_path", str(tmp_path / "no-model")], tmp_path)

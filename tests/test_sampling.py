@@ -86,3 +86,15 @@ def test_resume_inside_an_epoch_skips_what_was_trained():
 def test_plan_batches_closes_full_batches_in_order():
     pairs = [("a", "x"), ("b", "y"), ("a", "z"), ("c", "w")]
     assert plan_batches(pairs, [0, 1, 2, 3], 2) == [[0, 1], [2, 3]]
+
+
+def test_a_checkpoint_resumed_by_another_number_of_processes_is_refused():
+    import pytest
+
+    from tli_lightning.errors import TLIError
+    from tli_lightning.sampling import ResumableDataLoader
+
+    pairs = _pairs()
+    loader = ResumableDataLoader(PairDataset(pairs), batch_sampler=_sampler(pairs, num_replicas=1))
+    with pytest.raises(TLIError, match=r"trained by 2 processes and is resumed by 1: .*--trainer.devices 2"):
+        loader.load_state_dict({"epoch": 0, "batches_done": 3, "processes": 2})

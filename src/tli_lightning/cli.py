@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from tli_lightning.errors import RunInterrupted, TLIError
+from tli_lightning.layers import LAYERS_NOTE
 
 MEASURE_COMMANDS = ("scan", "zeroshot", "compare")
 log = logging.getLogger("tli_lightning")
 
-LAYERS_HELP = (
-    "Layer numbering everywhere follows hidden_states: 0 = embeddings, i = output of block i-1, "
-    "-1 = the final normed output; blocks (what is adapted) are numbered 0..N-1."
-)
 DESCRIPTION = (
-    "Targeted Lexical Injection on PyTorch Lightning. " + LAYERS_HELP + " With no options, `fit` runs the offline "
+    "Targeted Lexical Injection on PyTorch Lightning. " + LAYERS_NOTE + " With no options, `fit` runs the offline "
     "demo (tiny NF4 Llama, bundled data). Each `fit` is a new run in logs/<name>/version_<n>/ and "
     "checkpoints/<name>/version_<n>/ (<name> = --trainer.logger.init_args.name); `--ckpt_path last` (or a run "
     "directory, or a .ckpt file) resumes one exactly. Measurement commands without training: `scan`, `zeroshot`, "
@@ -204,8 +201,8 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             "prog": "python -m tli_lightning",
             "description": DESCRIPTION,
             "fit": {"description": DESCRIPTION},
-            "validate": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_HELP},
-            "test": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_HELP},
+            "validate": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_NOTE},
+            "test": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_NOTE},
         },
     )
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tli_lightning.errors import TLIError
+from tli_lightning.layers import LAYERS_NOTE
 
 log = logging.getLogger("tli_lightning")
-LAYERS_NOTE = "Layers are hidden_states indices: 0 = embeddings, i = output of block i-1, N = final normed output."
 BASE_KEYS = ("model", "quantization", "dtype", "double_quant", "quant_storage")
 
 

@@ -18,22 +18,22 @@ import argparse
 import json
 import math
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tli_lightning.commands import _positive
 from tli_lightning.errors import TLIError
+from tli_lightning.layers import LAYERS_NOTE
+from tli_lightning.runs import _versions
 
 PAPER_LAYER = 2  # the TLI paper reads and reports hidden_states[2]
 HEADLINE_METRICS = ("cos", "cos_random", "gap", "p_at_1_s2t")
 SETS = ("trained", "control")
 FIGURES = {"gain_vs_retention": "alignment_vs_retention.png", "gap_per_layer": "control_gap_per_layer.png"}
-LAYERS_NOTE = (
-    "Layers are hidden_states indices: 0 = embeddings, i = output of block i-1, the last one = the final normed output."
-)
 _EPOCH = re.compile(r"^epoch_(\d+)\.json$")
-_VERSION = re.compile(r"^version_(\d+)$")
 _MODEL_IGNORED = ("_instantiator",)
 _NO_RUNS = "compare needs at least one run directory (logs/<name>/version_<n>, or logs/<name> for all its runs)"
 
@@ -50,21 +50,29 @@ class _Run:
     files: dict[str, str]
 
 
-def _version_dirs(directory: Path) -> list[Path]:
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if p.is_dir() and (m := _VERSION.match(p.name))]
-    return [p for _, p in sorted(found)]
+def find_runs(specs: Iterable[str | Path], warnings: list[str] | None = None) -> list[Path]:
+    """Run directories from ``logs/<name>/version_<n>`` paths, or ``logs/<name>`` meaning all its versions.
 
-
-def find_runs(specs: Iterable[str | Path]) -> list[Path]:
-    """Run directories from ``logs/<name>/version_<n>`` paths, or ``logs/<name>`` meaning all its versions."""
+    Of a ``logs/<name>``, the versions that are not finished and complete (a run that failed, was interrupted or
+    is still running) are skipped with a line in ``warnings``; a run directory named itself is always kept, and
+    :func:`load_run` says what it lacks.
+    """
     found: list[Path] = []
     seen: set[Path] = set()
     for spec in specs:
         path = Path(spec)
         if not path.is_dir():
             raise TLIError(f"{path}: no such directory (expected a run directory logs/<name>/version_<n>)")
-        versions = [] if (path / "summary.json").is_file() else _version_dirs(path)
-        for candidate in versions or [path]:
+        versions = [] if (path / "summary.json").is_file() else [path / f"version_{v}" for v in _versions(path)]
+        why = {v: _unusable(v) for v in versions}
+        skipped = [
+            f"{v}: skipped, not a finished and complete run ({reasons})" for v, reasons in why.items() if reasons
+        ]
+        if versions and len(skipped) == len(versions):
+            raise TLIError(f"{path}: none of its runs can be compared: {'; '.join(skipped)}")
+        if warnings is not None:
+            warnings += skipped
+        for candidate in [v for v, reasons in why.items() if not reasons] or [path]:
             key = candidate.resolve()
             if key not in seen:  # the same run named twice (logs/demo and logs/demo/version_0) counts once
                 seen.add(key)
@@ -76,7 +84,7 @@ def find_runs(specs: Iterable[str | Path]) -> list[Path]:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        # Python's json reads the NaN a run writes for an undefined retention (baseline accuracy 0).
+        # Runs write strict JSON (an undefined retention is null); Python's json also reads the NaN older runs wrote.
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise TLIError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
@@ -94,35 +102,49 @@ def _last_epoch_file(directory: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _missing(path: Path) -> list[str]:
+    """The evaluation files a run directory lacks for a comparison."""
+    return [
+        f"{kind}/{name}"
+        for kind in ("alignment", "xnli")
+        for name, present in (
+            ("baseline.json", (path / kind / "baseline.json").is_file()),
+            ("epoch_NN.json", _last_epoch_file(path / kind) is not None),
+        )
+        if not present
+    ]
+
+
+def _unusable(path: Path) -> str:
+    """Why a version found under ``logs/<name>`` is left out (empty: it is finished and complete)."""
+    if not (path / "summary.json").is_file():
+        return "no summary.json"
+    status = _read_json(path / "summary.json").get("status")
+    reasons = [] if status == "finished" else [f"status {status!r}"]
+    return ", ".join(reasons + [f"no {m}" for m in _missing(path)])
+
+
 def load_run(path: Path) -> _Run:
     """One run's summary and its baseline and last evaluations; a clear error naming what is missing."""
     if not (path / "summary.json").is_file():
-        names = sorted(p.name for p in path.iterdir() if p.is_dir() and _version_dirs(p)) if path.is_dir() else []
-        hint = (
-            (
-                f"; it holds the runs of {', '.join(names)}: pass {path / names[0]} (all its runs) or one of its "
-                "version_<n>"
-            )
-            if names
-            else ""
-        )
+        names = sorted(p.name for p in path.iterdir() if _versions(p)) if path.is_dir() else []
+        hint = ""
+        if names:
+            hint = f"; it holds the runs of {', '.join(names)}: pass {path / names[0]} (all its runs) or a version_<n>"
         raise TLIError(
             f"{path}: not a run directory: no summary.json (expected logs/<name>/version_<n> as written by "
             f"`python -m tli_lightning fit`, or a directory of such version_<n> runs){hint}"
         )
-    missing, files = [], {"summary": str(path / "summary.json")}
-    for kind in ("alignment", "xnli"):
-        baseline, last = path / kind / "baseline.json", _last_epoch_file(path / kind)
-        if not baseline.is_file():
-            missing.append(f"{kind}/baseline.json")
-        if last is None:
-            missing.append(f"{kind}/epoch_NN.json")
-        files[f"{kind}_baseline"], files[f"{kind}_final"] = str(baseline), str(last)
+    missing = _missing(path)
     if missing:
         raise TLIError(
             f"{path}: cannot compare this run: missing {', '.join(missing)} (written by the LayerwiseAlignment and "
             "ZeroShotRetention callbacks before training and after each evaluated epoch)"
         )
+    files = {"summary": str(path / "summary.json")}
+    for kind in ("alignment", "xnli"):
+        files[f"{kind}_baseline"] = str(path / kind / "baseline.json")
+        files[f"{kind}_final"] = str(_last_epoch_file(path / kind))
     summary = _read_json(path / "summary.json")
     fingerprint = (summary.get("data") or {}).get("fingerprint")
     if not isinstance(fingerprint, dict) or "name" not in summary:
@@ -204,10 +226,11 @@ def _kind(adaptation: Any, adapt_layers: Any, target: int, final: int) -> tuple[
             return f"early-layer LoRA{blocks}", "early_lora"
         return f"LoRA at the final layer{blocks}", None
     if adaptation == "full":
-        if adapt_layers == "all":
-            return "full fine-tuning, all blocks", "full"
-        blocks = f"blocks 0-{target - 1}" if adapt_layers is None else f"blocks {adapt_layers}"
-        return f"full-rank fine-tuning, {blocks}", "full"
+        # adapt_layers "all": every parameter the loss reaches, the final norm only when the target is the last layer.
+        if adapt_layers == "all" and target >= final:
+            return f"full fine-tuning, whole model: embeddings + blocks 0-{target - 1} + final norm", "full"
+        blocks = f"blocks {adapt_layers}" if isinstance(adapt_layers, list) else f"blocks 0-{target - 1}"
+        return f"full-rank fine-tuning, {'embeddings + ' if adapt_layers == 'all' else ''}{blocks}", "full"
     return str(adaptation), None
 
 
@@ -220,7 +243,8 @@ def _alignment_numbers(run: _Run, layer: int) -> dict[str, Any]:
     }
 
 
-def _paired_numbers(run: _Run, layer: int, seed: int, resamples: int) -> dict[str, Any]:
+def _paired_numbers(run: _Run, layer: int, bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """``bootstrap``: the ``seed``, ``resamples`` and ``confidence`` of :func:`~tli_lightning.stats.paired_stats`."""
     import numpy as np
 
     from tli_lightning.stats import paired_stats
@@ -235,9 +259,9 @@ def _paired_numbers(run: _Run, layer: int, seed: int, resamples: int) -> dict[st
         rnd0 = np.asarray(before["sets"][name]["per_pair_random"], dtype=np.float64)[:, layer]
         rnd1 = np.asarray(after["sets"][name]["per_pair_random"], dtype=np.float64)[:, layer]
         out[name] = {
-            "cos": paired_stats(cos1, cos0, seed=seed, resamples=resamples),
+            "cos": paired_stats(cos1, cos0, **bootstrap),
             # The margin over each pair's own random baseline: a shift of every vector leaves it unchanged.
-            "margin": paired_stats(cos1 - rnd1, cos0 - rnd0, seed=seed, resamples=resamples),
+            "margin": paired_stats(cos1 - rnd1, cos0 - rnd0, **bootstrap),
         }
     return out
 
@@ -274,7 +298,7 @@ def _xnli_numbers(run: _Run, warnings: list[str]) -> dict[str, Any]:
     return out
 
 
-def _run_entry(run: _Run, stats_layer: int, seed: int, resamples: int, warnings: list[str]) -> dict[str, Any]:
+def _run_entry(run: _Run, stats_layer: int, bootstrap: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     summary, model = run.summary, run.summary.get("model") or {}
     (a0, a1), (_, x1) = run.alignment, run.xnli
     layers = a1["layers"]
@@ -332,7 +356,7 @@ def _run_entry(run: _Run, stats_layer: int, seed: int, resamples: int, warnings:
                 f"{run.path}: no layer {layer} (layers {layers[0]}..{layers[-1]}): no paired statistics there"
             )
             continue
-        entry["paired"][str(layer)] = _paired_numbers(run, layer, seed, resamples)
+        entry["paired"][str(layer)] = _paired_numbers(run, layer, bootstrap)
     entry["xnli"] = _xnli_numbers(run, warnings)
     undefined = [lang for lang, r in entry["xnli"].items() if r["retention"] is None]
     if undefined:
@@ -524,57 +548,66 @@ def _alignment_verdict(
 def _retention_verdict(
     runs: list[dict[str, Any]], arms: dict[str, Any], min_seeds: int, alpha: float
 ) -> dict[str, Any]:
-    from tli_lightning.stats import describe, welch
-
-    groups = {g: [r for r in runs if r["group"] == g] for g in ("early_lora", "full")}
-    values = {
-        g: [r["acc_change_mean"] for r in members if r["acc_change_mean"] is not None] for g, members in groups.items()
-    }
-    seeds = {
-        g: min((arms[a]["distinct_seeds"] for a in {r["arm"] for r in members}), default=0)
-        for g, members in groups.items()
-    }
+    """Early-layer LoRA against each full fine-tuning arm on its own (DESIGN.md §2: full-rank updates of the
+    same blocks, and full fine-tuning of the whole model, are different comparisons)."""
+    early = [a for a, v in arms.items() if v["group"] == "early_lora"]
+    full = [a for a, v in arms.items() if v["group"] == "full"]
     out: dict[str, Any] = {
         "question": "Does early-layer LoRA preserve zero-shot XNLI better than full fine-tuning?",
         "measure": "per run: final - baseline XNLI accuracy, averaged over languages",
-        "arms": {g: sorted({r["arm"] for r in members}) for g, members in groups.items()},
-        "acc_change": {g: describe(v) for g, v in values.items()},
-        "retention": {g: describe([r["retention_mean"] for r in members]) for g, members in groups.items()},
-        "fewest_seeds": seeds,
+        "comparisons": [_retention_pair(runs, arms, lora, other, min_seeds, alpha) for lora in early for other in full],
         "examples_per_language": sorted({x["n"] for r in runs for x in r["xnli"].values()}),
         "mcnemar_significant": sum(x["mcnemar"]["pvalue"] < alpha for r in runs for x in r["xnli"].values()),
         "mcnemar_tests": sum(len(r["xnli"]) for r in runs),
     }
-    if not values["early_lora"] or not values["full"]:
+    if not out["comparisons"]:
         missing = (
             "early-layer LoRA (adaptation lora, target layer below the final one)"
-            if not values["early_lora"]
+            if not early
             else "full fine-tuning (adaptation full)"
         )
-        out.update(answer="not answerable", difference=None, words=f"no {missing} run among those compared")
-        return out
-    test = welch(values["early_lora"], values["full"])
-    out["difference"] = test
+        out.update(answer="not answerable", words=f"no {missing} run among those compared")
+    else:
+        answers = {c["answer"] for c in out["comparisons"]}
+        out.update(
+            answer=answers.pop() if len(answers) == 1 else "mixed",
+            words="; ".join(f"{c['early_lora']} vs {c['full']}: {c['answer']}" for c in out["comparisons"]),
+        )
+    return out
+
+
+def _retention_pair(
+    runs: list[dict[str, Any]], arms: dict[str, Any], lora: str, full: str, min_seeds: int, alpha: float
+) -> dict[str, Any]:
+    from tli_lightning.stats import welch
+
+    test = welch(*([r["acc_change_mean"] for r in runs if r["arm"] == arm] for arm in (lora, full)))
+    seeds = [arms[lora]["distinct_seeds"], arms[full]["distinct_seeds"]]
     direction = "more" if test["difference"] > 0 else "less" if test["difference"] < 0 else "as much"
-    if min(seeds.values()) < min_seeds:
-        out["answer"] = "insufficient evidence"
-        out["words"] = (
-            f"fewer than {min_seeds} seeds per arm (fewest: early-layer LoRA {seeds['early_lora']}, full "
-            f"{seeds['full']})"
-            + (
-                "; in this sample both groups changed XNLI accuracy equally"
-                if direction == "as much"
-                else f"; in this sample early-layer LoRA kept {direction} XNLI accuracy than full fine-tuning, a "
-                "difference that seed and sampling noise can explain"
-            )
+    if min(seeds) < min_seeds:
+        answer = "insufficient evidence"
+        words = f"fewer than {min_seeds} seeds per arm ({lora}: {seeds[0]}, {full}: {seeds[1]})" + (
+            "; in this sample both changed XNLI accuracy equally"
+            if direction == "as much"
+            else f"; in this sample early-layer LoRA kept {direction} XNLI accuracy than {full}, a difference that "
+            "seed and sampling noise can explain"
         )
     elif test["pvalue"] is None or test["pvalue"] >= alpha:
-        out["answer"] = "no"
-        out["words"] = "no detectable difference between the groups (Welch's t-test not significant or not computable)"
+        answer, words = "no", "no detectable difference (Welch's t-test not significant or not computable)"
     else:
-        out["answer"] = "yes" if test["difference"] > 0 else "no"
-        out["words"] = f"early-layer LoRA kept {direction} XNLI accuracy than full fine-tuning (Welch's t-test)"
-    return out
+        answer = "yes" if test["difference"] > 0 else "no"
+        words = f"early-layer LoRA kept {direction} XNLI accuracy than {full} (Welch's t-test)"
+    return {
+        "early_lora": lora,
+        "full": full,
+        "full_kind": arms[full]["kind"],
+        "answer": answer,
+        "words": words,
+        "difference": test,
+        "distinct_seeds": dict(zip((lora, full), seeds)),
+        "acc_change": {arm: arms[arm]["acc_change_mean"] for arm in (lora, full)},
+        "retention": {arm: arms[arm]["retention_mean"] for arm in (lora, full)},
+    }
 
 
 # ---- the report ----------------------------------------------------------------------------
@@ -591,9 +624,10 @@ def build_report(
 ) -> dict[str, Any]:
     """Everything ``compare`` reports, as a JSON-ready dict (non-finite numbers as ``None``).
 
-    ``run_dirs``: run directories (``logs/<name>/version_<n>``) or directories of them (``logs/<name>``).
-    Raises :class:`~tli_lightning.errors.TLIError` for a directory that is not a complete run, and for runs
-    that measured different data (pairs, XNLI examples or languages).
+    ``run_dirs``: run directories (``logs/<name>/version_<n>``) or directories of them (``logs/<name>``, whose
+    unfinished or incomplete versions are skipped with a warning). Raises :class:`~tli_lightning.errors.TLIError`
+    for a run directory named itself that is not a complete run, and for runs that measured different data
+    (pairs, XNLI examples or languages).
     """
     if not 0 < confidence < 1 or resamples < 1 or min_seeds < 1:
         raise TLIError(
@@ -601,10 +635,11 @@ def build_report(
         )
     if isinstance(run_dirs, (str, Path)):  # one directory, not the characters of its name
         run_dirs = [run_dirs]
-    loaded = [load_run(path) for path in find_runs(run_dirs)]
-    _check_same_data(loaded)
     warnings: list[str] = []
-    runs = [_run_entry(run, stats_layer, seed, resamples, warnings) for run in loaded]
+    loaded = [load_run(path) for path in find_runs(run_dirs, warnings)]
+    _check_same_data(loaded)
+    bootstrap = {"seed": seed, "resamples": resamples, "confidence": confidence}
+    runs = [_run_entry(run, stats_layer, bootstrap, warnings) for run in loaded]
     epochs = sorted({r["alignment_epoch"] for r in runs})
     if len(epochs) > 1:
         warnings.append(
@@ -641,6 +676,8 @@ def build_report(
 
 
 def _json_ready(value: Any) -> Any:
+    # Not callbacks._common.without_nan: that keeps infinities (paired_stats gives an infinite t statistic for a
+    # constant gain), which strict JSON cannot hold either, and importing it would import torch and Lightning.
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
@@ -689,20 +726,18 @@ def format_markdown(report: dict[str, Any]) -> str:
 
     lines += ["## Verdict", ""]
     ret = report["verdict"]["retention"]
-    lines.append(f"**{ret['question']}** {ret['answer'].capitalize()}: {ret['words']}.")
-    lines.append("")
-    if ret.get("difference") is not None:
-        diff = ret["difference"]
-        for group, title in (("early_lora", "early-layer LoRA"), ("full", "full fine-tuning")):
-            lines.append(
-                f"- {title} ({', '.join(ret['arms'][group])}): XNLI accuracy change (final - baseline, mean "
-                f"over languages) {_spread(ret['acc_change'][group], unit=' runs')}; mean retention "
-                f"{_spread(ret['retention'][group], sign=False, unit=' runs')}"
-            )
-        untested = "" if diff["pvalue"] is not None else " (needs 2+ runs with spread per group)"
+    each = " (early-layer LoRA against each full fine-tuning arm on its own)" if ret["comparisons"] else ""
+    lines += [f"**{ret['question']}** {ret['answer'].capitalize()}: {ret['words']}{each}.", ""]
+    for c in ret["comparisons"]:
+        lora, full, diff = c["early_lora"], c["full"], c["difference"]
+        untested = "" if diff["pvalue"] is not None else " (needs 2+ runs per arm, with spread)"
         lines.append(
-            f"- difference in accuracy change (LoRA - full): {_fmt(diff['difference'], sign=True)}; Welch's "
-            f"t-test p = {_p(diff['pvalue'])}{untested}"
+            f"- {lora} vs {full} ({c['full_kind']}): {c['answer']}: {c['words']}. XNLI accuracy change (final - "
+            f"baseline, mean over languages) {lora} {_spread(c['acc_change'][lora], unit=' runs')}, {full} "
+            f"{_spread(c['acc_change'][full], unit=' runs')}; difference {_fmt(diff['difference'], sign=True)}, "
+            f"Welch's t-test p = {_p(diff['pvalue'])}{untested}; seeds {c['distinct_seeds'][lora]} vs "
+            f"{c['distinct_seeds'][full]}; mean retention {lora} {_spread(c['retention'][lora], sign=False)}, "
+            f"{full} {_spread(c['retention'][full], sign=False)}"
         )
     sizes = ret["examples_per_language"]
     if sizes:
@@ -1016,13 +1051,6 @@ def write_report(report: dict[str, Any], output: str | Path) -> list[Path]:
     return paths
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _nonnegative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -1047,7 +1075,8 @@ def _parser() -> argparse.ArgumentParser:
         "run_dirs",
         nargs="*",
         metavar="RUN_DIR",
-        help="a run directory logs/<name>/version_<n>, or logs/<name> for all of its version_<n> runs",
+        help="a run directory logs/<name>/version_<n>, or logs/<name> for all of its version_<n> runs (those not "
+        "finished and complete are skipped with a warning)",
     )
     parser.add_argument(
         "--output",
@@ -1095,7 +1124,9 @@ def compare(argv: list[str]) -> None:
     )
     paths = write_report(report, args.output)
     for warning in report["warnings"]:
-        print(f"warning: {warning}")
+        print(f"warning: {warning}", file=sys.stderr)
     for verdict in report["verdict"].values():
         print(f"{verdict['question']} {verdict['answer']}")
+        for c in verdict.get("comparisons", []):
+            print(f"  {c['early_lora']} vs {c['full']}: {c['answer']}: {c['words']}")
     print(f"wrote {', '.join(str(p) for p in paths)}")

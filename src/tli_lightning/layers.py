@@ -13,6 +13,11 @@ from collections.abc import Sequence
 
 from tli_lightning.errors import TLIError
 
+LAYERS_NOTE = (
+    "Layers are hidden_states indices: 0 = embeddings, i = output of block i-1, the last one (also -1) = the "
+    "final normed output; blocks, what is adapted, are numbered 0..N-1."
+)
+
 
 def resolve_layer(layer: int, num_blocks: int) -> int:
     """Map a ``hidden_states`` index (``-1`` allowed for the last) to ``0 .. num_blocks``."""
