@@ -246,6 +246,7 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
         "include_special_tokens": False,
         "word_template": "{word}",
         "target_layer": 2,
+        "precision": "32-true",
     }
 
 

@@ -110,6 +110,12 @@ def test_precisions_that_cast_the_module_are_refused_before_loading(tiny_dir, pr
         _trainer(precision=precision).fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3))
 
 
+def test_float32_master_weights_over_bfloat16_ones_need_autocast(tiny_dir):
+    module = TLIModule(model_name_or_path=str(tiny_dir), quantization="none", adaptation="full")
+    with pytest.raises(TLIError, match=r"mixes dtypes, which needs autocast: use --trainer.precision bf16-mixed"):
+        _trainer(precision="32-true").fit(module, TLIDataModule(xnli_limit=3))
+
+
 class DtypeProbe(L.Callback):
     """Records dtypes after Lightning's setup (train start) and the optimizer state after a step."""
 
@@ -137,14 +143,15 @@ class DtypeProbe(L.Callback):
         }
 
 
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize(
-    "arm",
+    ("precision", "arm"),
     [
-        dict(quantization="nf4", compute_dtype="bfloat16"),  # the paper's QLoRA
-        dict(quantization="none", compute_dtype="bfloat16", adaptation="full"),  # full-rank blocks in bf16
+        ("32-true", dict(quantization="nf4", compute_dtype="bfloat16")),  # the paper's QLoRA
+        ("bf16-mixed", dict(quantization="nf4", compute_dtype="bfloat16")),
+        ("bf16-mixed", dict(quantization="none", compute_dtype="bfloat16", adaptation="full")),  # float32 masters
+        ("32-true", dict(quantization="none", compute_dtype="float32", adaptation="full")),
     ],
-    ids=["lora_nf4", "full_bf16"],
+    ids=["lora_nf4-32-true", "lora_nf4-bf16-mixed", "full_bf16-bf16-mixed", "full_fp32-32-true"],
 )
 def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, precision, arm):
     probe = DtypeProbe()
@@ -164,7 +171,7 @@ def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, prec
     else:  # trained weights are float32 masters; frozen ones stay in compute_dtype
         assert {probe.parameters[n] for n in _trainable(module)} == {torch.float32}
         frozen = {d for n, d in probe.parameters.items() if n not in _trainable(module)}
-        assert frozen == {torch.bfloat16}
+        assert frozen == {getattr(torch, arm["compute_dtype"])}
     assert probe.grads  # the step trained something
 
 
@@ -247,7 +254,10 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(tiny_dir
     ("kwargs", "message"),
     [
         (dict(quantization="none"), "LoRA with FSDP is not supported"),
-        (dict(quantization="none", adaptation="full", optimizer="adamw8bit"), "AdamW8bit does not take FSDP's sharded"),
+        (
+            dict(quantization="none", adaptation="full", optimizer="adamw8bit", compute_dtype="float32"),
+            "AdamW8bit does not take",
+        ),
         (dict(adaptation="full", quantization="nf4"), "4-bit weights cannot be"),  # refused before any trainer
     ],
 )

@@ -19,7 +19,7 @@ from tli_lightning.errors import TLIError
 from tli_lightning.layers import LAYERS_NOTE
 
 log = logging.getLogger("tli_lightning")
-BASE_KEYS = ("model", "quantization", "dtype", "double_quant", "quant_storage")
+BASE_KEYS = ("model", "quantization", "dtype", "double_quant", "quant_storage", "precision")
 
 
 def _positive(text: str) -> int:
@@ -50,6 +50,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         choices=["float32", "bfloat16", "float16"],
         help="weight dtype, or 4-bit compute dtype (default: the adapter's training setting, else float32)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=["32-true", "bf16-mixed"],
+        help="bf16-mixed: forward passes under bfloat16 autocast, as a run trained with it evaluated "
+        "(default: the adapter's training setting, else 32-true)",
+    )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass (default: 32)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -69,6 +75,7 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
             except json.JSONDecodeError as error:
                 raise TLIError(f"{settings_file}:{error.lineno}: not valid JSON ({error.msg})") from None
             trained = {
+                "precision": saved.get("precision", "32-true"),
                 "model": saved["model_name_or_path"],
                 "quantization": saved["quantization"],
                 "dtype": saved["compute_dtype"],
@@ -80,13 +87,14 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
             log.warning(
                 "%s has no tli_settings.json: pass --model, --quantization and --dtype as it was trained", adapter
             )
-    chosen = {"model": args.model, "quantization": args.quantization, "dtype": args.dtype}
+    chosen = {"model": args.model, "quantization": args.quantization, "dtype": args.dtype, "precision": args.precision}
     settings = {
         "model": None,
         "quantization": "none",
         "dtype": "float32",
         "double_quant": False,
         "quant_storage": "uint8",
+        "precision": "32-true",
     }
     settings.update({k: v for k, v in trained.items() if k in BASE_KEYS})
     for key, value in chosen.items():
@@ -147,7 +155,19 @@ def _record(settings: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
         "dtype": settings["dtype"],
         "double_quant": settings["double_quant"],
         "quant_storage": settings["quant_storage"],
+        "precision": settings["precision"],
     }
+
+
+def _precision(model, settings: dict[str, Any]):
+    """The forward passes' context: bfloat16 autocast for a run trained with bf16-mixed, as its callbacks ran."""
+    import contextlib
+
+    import torch
+
+    if settings["precision"] != "bf16-mixed":
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 def _output(path: str) -> Path:
@@ -201,9 +221,10 @@ def scan(argv: list[str]) -> None:
     from tli_lightning.textfiles import write_json
 
     words = words_of(sets)
-    vectors = embed_all_layers(
-        model, tokenizer, words, template=template, batch_size=args.batch_size, progress=_progress(args, "scan")
-    )
+    with _precision(model, settings):
+        vectors = embed_all_layers(
+            model, tokenizer, words, template=template, batch_size=args.batch_size, progress=_progress(args, "scan")
+        )
     report = alignment_report(zip(vectors["plain"], vectors["with_bos"]), words, sets)
     report.update(_record(settings, args), template=template)
     write_json(output, report)
@@ -254,14 +275,15 @@ def zeroshot(argv: list[str]) -> None:
 
     from tli_lightning.zeroshot import classification_scores, score_xnli
 
-    loglik = score_xnli(
-        model,
-        tokenizer,
-        examples,
-        templates=templates,
-        batch_size=args.batch_size,
-        progress=_progress(args, f"xnli {args.language}"),
-    )
+    with _precision(model, settings):
+        loglik = score_xnli(
+            model,
+            tokenizer,
+            examples,
+            templates=templates,
+            batch_size=args.batch_size,
+            progress=_progress(args, f"xnli {args.language}"),
+        )
     predictions = loglik.argmax(dim=1).tolist()
     used = _record(settings, args)  # on every line: a file of scores names the base they were made on
     with output.open("w", encoding="utf-8") as handle:

@@ -175,6 +175,14 @@ class TLIModule(L.LightningModule):
             "(LoRA weights and their optimizer state, the rotary inv_freq buffer, packed 4-bit weights); fp16 "
             "autocast is untested with bitsandbytes here",
         )
+        hp = self.hparams
+        mixed_dtypes = hp.adaptation == "full" and hp.master_weights and hp.compute_dtype != "float32"
+        _require(
+            not mixed_dtypes or precision == "bf16-mixed",
+            f"full-rank training with float32 master weights over {hp.compute_dtype} frozen weights mixes dtypes, "
+            f"which needs autocast: use --trainer.precision bf16-mixed (not {precision}), or --model.compute_dtype "
+            "float32",
+        )
         from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, SingleDeviceStrategy
 
         strategy = self.trainer.strategy

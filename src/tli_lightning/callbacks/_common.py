@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +103,10 @@ def progress_bar(trainer: L.Trainer, description: str, enabled: bool) -> Callabl
 
 
 @contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the block, then every submodule's own mode back as it was.
+def evaluating(model: torch.nn.Module, trainer: L.Trainer | None = None) -> Iterator[None]:
+    """Eval mode (no dropout) for the block, then every submodule's own mode back as it was; the
+    forward passes run under the trainer's precision, as its training and validation steps do
+    (bf16-mixed: autocast, which also lets float32 trained weights meet bfloat16 frozen ones).
 
     Under FSDP2 the parameters are gathered once for the block: each rank then evaluates its own
     share of the examples with no collective inside the forward passes (ranks may run different
@@ -116,8 +118,10 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
     for module in sharded:
         module.unshard()
         module.set_reshard_after_forward(False)
+    precision = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
     try:
-        yield
+        with precision:
+            yield
     finally:
         for module in sharded:
             module.set_reshard_after_forward(True)

@@ -18,7 +18,7 @@ class AdapterExport(Callback):
     """Save the adapter (not the base model) to ``<dirpath>/adapter_epoch<NN>`` after each epoch.
 
     Beside PEFT's files, ``tli_settings.json`` records the base the adapter was trained on (model,
-    quantization, compute dtype, double quantization, storage, target layer, word template), when
+    quantization, compute dtype, double quantization, storage, target layer, word template, precision), when
     the LightningModule provides them through a ``settings()`` method. ``scan`` and ``zeroshot
     --adapter DIR`` read it, so an adapter is measured on its own base.
 
@@ -42,4 +42,5 @@ class AdapterExport(Callback):
             model.save_pretrained(directory)
             settings: dict[str, Any] | None = getattr(pl_module, "settings", lambda: None)()
             if settings is not None:
-                write_json(directory / SETTINGS_FILE, settings)
+                # The precision too: the run's evaluations ran under it (bf16-mixed: autocast).
+                write_json(directory / SETTINGS_FILE, {**settings, "precision": str(trainer.precision)})

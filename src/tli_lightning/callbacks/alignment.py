@@ -102,7 +102,7 @@ class LayerwiseAlignment(EpochMeasurement):
         mine = list(shard(trainer, words))
         count = len(mine)
         mine = mine or words[:1]  # an empty shard still runs one word, for the gather
-        with evaluating(model):
+        with evaluating(model, trainer):
             vectors = embed_all_layers(
                 model,
                 tokenizer,

@@ -91,7 +91,7 @@ class ZeroShotRetention(EpochMeasurement):
         """``{language: {"acc", "correct", "n", "macro_f1", "loglikelihoods", "labels"}}`` for one evaluation."""
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         results = {}
-        with evaluating(model):
+        with evaluating(model, trainer):
             for language, examples in self._examples(trainer).items():
                 templates = self.templates.get(language) or candidate_templates(language)
                 bar = progress_bar(trainer, f"xnli {language}", self.progress)
