@@ -20,6 +20,21 @@ QUICK = [
     "--trainer.log_every_n_steps=1",
     "--data.xnli_limit=6",
 ]
+# Trainable tensors of each shipped arm on the tiny model (4 blocks of 7 linear layers and 2 norms): what each
+# recipe says it trains, counted independently of the code that selects them.
+TRAINABLE_ON_TINY = {
+    "tli_lora_early": 2 * 2 * 2,  # blocks 0-1, q and v, LoRA A and B
+    "lora_all": 4 * 2 * 2,  # every block
+    "full_early": 2 * 9,  # blocks 0-1, every weight
+    "full_all": 1 + 4 * 9 + 1,  # embeddings, every block, final norm; never the LM head
+}
+# A shipped 8B recipe on the embedded tiny model and the bundled data, everything else as shipped.
+ON_TINY = [
+    "--model.model_name_or_path=tiny",
+    "--data.lexicon_path=demo",
+    "--data.control_path=demo",
+    "--data.xnli_source=demo",
+]
 
 
 def cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:

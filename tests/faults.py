@@ -18,7 +18,8 @@ class Fault(L.Callback):
     kinds: ``sigkill`` (before the batch: the process vanishes), ``sigint``/``sigterm`` (sent to
     itself during the batch's backward pass), ``step`` (an exception during the backward pass, after
     the forward drew its dropout masks), ``epoch_start`` (an exception as epoch ``epoch`` starts),
-    ``evaluation`` (an exception inside the end-of-epoch XNLI evaluation of epoch ``epoch``).
+    ``evaluation`` (an exception inside the end-of-epoch XNLI evaluation of epoch ``epoch``),
+    ``sigterm_in_evaluation`` (SIGTERM sent to itself inside that evaluation).
     """
 
     def __init__(self, kind: str, epoch: int = 1, batch: int = 5) -> None:
@@ -28,7 +29,7 @@ class Fault(L.Callback):
         return trainer.current_epoch == self.epoch and (batch_idx is None or batch_idx == self.batch)
 
     def setup(self, trainer, pl_module, stage) -> None:
-        if self.kind == "evaluation":
+        if self.kind in ("evaluation", "sigterm_in_evaluation"):
             from tli_lightning.callbacks import ZeroShotRetention
 
             retention = next(c for c in trainer.callbacks if isinstance(c, ZeroShotRetention))
@@ -36,7 +37,9 @@ class Fault(L.Callback):
 
             def failing_measure(trainer_, pl_module_):
                 if trainer_.current_epoch == self.epoch and retention.has_baseline():
-                    raise RuntimeError("injected fault inside the end-of-epoch evaluation")
+                    if self.kind == "evaluation":
+                        raise RuntimeError("injected fault inside the end-of-epoch evaluation")
+                    os.kill(os.getpid(), signal.SIGTERM)
                 return measure(trainer_, pl_module_)
 
             retention.measure = failing_measure

@@ -65,7 +65,9 @@ def _fit(tmp_path, module, callbacks, max_epochs=2):
 
 
 def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
-    module = PlainLM(str(tiny_dir), lr=0.0)  # nothing changes: retention must be exactly 1
+    # Learning rate 0: the weights never change, so any difference between evaluations would come from the
+    # evaluation itself (dropout left on, state leaking from one evaluation into the next): retention exactly 1.
+    module = PlainLM(str(tiny_dir), lr=0.0)
     alignment = LayerwiseAlignment(pair_sets=PAIRS, progress=False)
     retention = ZeroShotRetention(examples=_xnli(), progress=False)
     trainer = _fit(tmp_path, module, [alignment, retention])

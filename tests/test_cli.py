@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,7 @@ BAD_INPUT = {
         "x_sw.jsonl:2: label must be 0 (entailment), 1 (neutral) or 2",
     ),
     "label_true": (lambda t: _xnli(t, {**XNLI_ROW, "label": True}), "got True"),
+    "label_text_in_json": (lambda t: _xnli(t, {**XNLI_ROW, "label": "1"}), "x_sw.jsonl:2: label must be 0"),
     "xnli_missing": (lambda t: ["--data.xnli_source", str(t / "none_{lang}.jsonl")], "XNLI file not found"),
     "xnli_limit_negative": (
         lambda t: ["--data.xnli_limit", "-5"],
@@ -116,6 +118,14 @@ BAD_INPUT = {
         "empty.ckpt: not a readable Lightning checkpoint",
     ),
     "resume_from_a_directory": (lambda t: ["--ckpt_path", str(t)], "is a directory, not a checkpoint file"),
+    "misspelled_option": (
+        lambda t: ["--model.lora_rr", "3"],
+        "unrecognized arguments: --model.lora_rr 3 (every option: python -m tli_lightning fit --help)",
+    ),
+    "not_an_integer": (
+        lambda t: ["--model.lora_r", "abc"],
+        "\"model.lora_r\": Expected a <class 'int'>. Got value: abc",
+    ),
 }
 
 
@@ -129,7 +139,7 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, ti
     assert code == 2, err[-2000:]
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], err[-2000:]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "usage:" not in err
     assert not list(tmp_path.glob("logs/*/version_*")) and not list(
         tmp_path.glob("checkpoints/*/*/*.ckpt")
     )  # nothing left to resume
@@ -148,12 +158,17 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, ti
             "nowhere: not a PEFT adapter directory",
         ),
         (["scan", "--lexicon", "x.tsv"], "--model is required (or --adapter with a tli_settings.json naming its base)"),
+        (["scan", "--model", "tiny"], "the following arguments are required: --lexicon"),
+        (["compare", "logs/x", "--resamples", "0"], "argument --resamples: must be at least 1, got 0"),
+        (["compares", "logs/x"], "unknown command 'compares'; the commands are fit, validate, test, scan,"),
     ],
 )
 def test_measurement_commands_refuse_bad_input(tmp_path, monkeypatch, arguments, message):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(arguments)
-    assert code == 2 and message in err and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err and "usage:" not in err
 
 
 def test_a_broken_adapter_directory_is_named(tmp_path, monkeypatch, tiny_dir):
@@ -248,6 +263,25 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
         "target_layer": 2,
         "precision": "32-true",
     }
+
+
+@pytest.mark.slow
+def test_tensorboard_custom_scalars_draw_every_layer_of_a_metric_in_one_chart(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    run = demo_run / "logs" / "demo" / "version_0"
+    events = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    events.Reload()
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
+    logged = set(scalars(run))
+    for name in ("trained: gap", "control: p_at_1_s2t"):
+        drawn = {tag for tag in logged if any(re.fullmatch(pattern, tag) for pattern in charts[name])}
+        assert drawn == {f"align/{name.replace(': ', '/')}/layer_{i:02d}" for i in range(5)}  # hidden_states 0-4
+    xnli = {tag for tag in logged if any(re.fullmatch(p, tag) for p in charts["acc per language"])}
+    assert xnli == {"xnli/sw/acc", "xnli/en/acc"}
 
 
 @pytest.mark.slow

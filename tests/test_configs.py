@@ -6,20 +6,16 @@ import importlib
 import inspect
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from cli_helpers import QUICK, REPO, cli, run_main
+from cli_helpers import ON_TINY, QUICK, REPO, TRAINABLE_ON_TINY, cli, run_main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 ARMS = sorted((REPO / "configs" / "lugha_llama_8b").glob("*.yaml"))
-ON_TINY = [
-    "--model.model_name_or_path=tiny",
-    "--data.lexicon_path=demo",
-    "--data.control_path=demo",
-    "--data.xnli_source=demo",
-]
 
 
 def _keys(tree: dict, prefix: str = "") -> list[str]:
@@ -63,11 +59,16 @@ def _default(defaults: dict, dotted: str, config: dict):
 def test_each_config_is_a_documented_recipe(path, defaults):
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
-    run = re.fullmatch(r"# Run: python -m tli_lightning fit((?: --config \S+)+)", lines[0])
+    command = lines[0]
+    for line in lines[1:]:  # a long command goes on over "#" lines after a backslash
+        if not command.endswith(" \\"):
+            break
+        command = command[:-2] + " " + line.removeprefix("#").strip()
+    run = re.fullmatch(r"# Run: python -m tli_lightning fit((?: --config \S+)+)", command)
     assert run, f"{path.name} must start with the command that runs it"
     named = run.group(1).split(" --config ")[1:]
     assert str(path.relative_to(REPO)) in named and all((REPO / n).is_file() for n in named)
-    assert len(lines) <= 70
+    assert len(lines) <= 60 and max(len(line) for line in lines) <= 120
     config = yaml.safe_load(text)
     for index, line in enumerate(lines):
         key = re.match(r"^( *)(\w+):", line)
@@ -129,27 +130,60 @@ def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_di
     )
     assert result.returncode == 0, result.stderr[-4000:]
     found = json.loads(probe.read_text())
-    assert found["gradients"] == found["trainable"] > 0 and found["precision"] == "bf16-mixed"
+    assert found["trainable"] == found["gradients"] == TRAINABLE_ON_TINY[path.stem]
+    assert found["precision"] == "bf16-mixed"
     assert (found["lora"] > 0) == ("lora" in path.stem) and (found["packed"] > 0) == ("lora" in path.stem)
     summary = json.loads((tmp_path / "logs" / path.stem / "version_0" / "summary.json").read_text())
     assert summary["name"] == path.stem and summary["status"] == "finished"
+    if found["lora"]:
+        _zeroshot_gives_what_the_run_logged(tmp_path, path.stem)
+
+
+def _zeroshot_gives_what_the_run_logged(root, arm: str) -> None:
+    """`zeroshot --adapter` on the run's XNLI examples: the scores the run's callback logged, under the
+    run's own precision (bf16 autocast) and base (NF4), read from the adapter's settings."""
+    from tli_lightning.data import TLIDataModule
+
+    data = TLIDataModule(xnli_source="demo", xnli_limit=3)
+    data.setup("fit")
+    examples = root / "examples.jsonl"
+    examples.write_text("".join(json.dumps(vars(e)) + "\n" for e in data.xnli["sw"]), encoding="utf-8")
+    adapter = root / "checkpoints" / arm / "version_0" / "adapter_epoch01"
+    scored = root / "scored.jsonl"
+    common = ["--data", str(examples), "--language", "sw", "--no-progress", "--output", str(scored)]
+    result = cli(["zeroshot", "--adapter", str(adapter), *common], root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1])["settings"]["precision"] == "bf16-mixed"
+    logged = json.loads((root / "logs" / arm / "version_0" / "xnli" / "epoch_01.json").read_text())
+    got = [json.loads(line)["loglikelihoods"] for line in scored.read_text().splitlines()]
+    assert got == logged["languages"]["sw"]["loglikelihoods"]
 
 
 @pytest.mark.slow
-def test_the_demo_grid_runs_the_recipes_with_overrides_only(tmp_path, tiny_dir):
-    grid = (REPO / "tools" / "demo_grid.py").read_text()
-    assert "configs/demo/on_tiny_model.yaml" in grid.replace('" / "', "/").replace('"configs" / ', "configs/")
-    result = cli(
-        [
-            "fit",
-            "--config",
-            str(REPO / "configs/lugha_llama_8b/tli_lora_early.yaml"),
-            "--config",
-            str(REPO / "configs/demo/on_tiny_model.yaml"),
-            *QUICK,
-            "--trainer.max_epochs=1",
-        ],
-        tmp_path,
+def test_the_demo_grid_runs_every_arm_and_reports_no_alignment_on_random_models(tmp_path, tiny_dir):
+    # The grid as shipped, shortened (1 epoch, 2 seeds of the early arms): the recipes with the demo overlay,
+    # each a real fit inside the output directory, then compare.
+    grid = tmp_path / "grid"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "demo_grid.py"), "--max-epochs", "1", "--seeds", "2", "--output", grid],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "run tli_lora_early/version_0 finished" in result.stdout
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = sorted(str(p.relative_to(grid / "logs")) for p in grid.glob("logs/*/version_*"))
+    assert runs == [
+        "full_all/version_0",
+        "full_early/version_0",
+        "full_early/version_1",
+        "lora_all/version_0",
+        "tli_lora_early/version_0",
+        "tli_lora_early/version_1",
+    ]
+    assert not (tmp_path / "logs").exists()  # nothing mixed into the working directory's runs
+    report = json.loads((grid / "report.json").read_text())
+    assert sorted(r["arm"] for r in report["runs"]) == sorted(r.split("/")[0] for r in runs)
+    assert sorted(r["seed"] for r in report["runs"] if r["arm"] == "tli_lora_early") == [1, 42]
+    assert "no alignment beyond the random-pair baseline" in json.dumps(report["verdict"]["alignment"])
+    assert (grid / "report.md").read_text().count("\n| ") >= len(runs)

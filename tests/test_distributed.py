@@ -14,10 +14,13 @@ import torch
 
 from tli_lightning.tiny_model import demo_data_path
 
-from cli_helpers import QUICK, cli, load, scalars
+from cli_helpers import ON_TINY, QUICK, REPO, TRAINABLE_ON_TINY, cli, load, scalars
 
 pytestmark = pytest.mark.slow
 TWO = ["--trainer.accelerator=cpu", "--trainer.devices=2"]
+# The shipped strategy settings; their GPU settings are overridden by TWO, which must come after them.
+DDP = ["--config", str(REPO / "configs" / "multi_gpu" / "ddp.yaml")]
+FSDP = ["--config", str(REPO / "configs" / "multi_gpu" / "fsdp.yaml")]
 ONE_ACCUMULATING = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.accumulate_grad_batches=2"]
 
 
@@ -61,7 +64,7 @@ def test_ddp_lora_on_a_conflicting_lexicon_matches_one_process_with_the_same_pla
         "--data.batch_size=8",
     ]
     runs = {}
-    for name, devices in (("ddp", [*TWO, "--trainer.strategy=ddp"]), ("single", ONE_ACCUMULATING)):
+    for name, devices in (("ddp", [*DDP, *TWO]), ("single", ONE_ACCUMULATING)):
         (tmp_path / name).mkdir()
         result = cli(["fit", *common, *devices], tmp_path / name)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -85,10 +88,6 @@ def test_ddp_lora_on_a_conflicting_lexicon_matches_one_process_with_the_same_pla
             )
 
 
-FSDP = [
-    "--trainer.strategy=lightning.pytorch.strategies.ModelParallelStrategy",
-    "--trainer.strategy.save_distributed_checkpoint=false",
-]
 FULL_ALL = [
     "--model.quantization=none",
     "--model.adaptation=full",
@@ -112,7 +111,7 @@ def test_fsdp_full_fine_tuning_matches_one_process_and_resumes_exactly(tmp_path)
     roots = {name: tmp_path / name for name in ("fsdp", "single", "interrupted")}
     for root in roots.values():
         root.mkdir()
-    straight = cli(["fit", *common, *TWO, *FSDP], roots["fsdp"])
+    straight = cli(["fit", *FSDP, *common, *TWO], roots["fsdp"])
     assert straight.returncode == 0, straight.stderr[-3000:]
     single = cli(["fit", *common, *ONE_ACCUMULATING], roots["single"])
     assert single.returncode == 0, single.stderr[-3000:]
@@ -128,8 +127,40 @@ def test_fsdp_full_fine_tuning_matches_one_process_and_resumes_exactly(tmp_path)
         "--trainer.callbacks.epoch=1",
         "--trainer.callbacks.batch=3",
     ]
-    stopped = cli(["fit", *common, *TWO, *FSDP, *fault], roots["interrupted"])
+    stopped = cli(["fit", *FSDP, *common, *TWO, *fault], roots["interrupted"])
     assert stopped.returncode == 143, stopped.stderr[-3000:]
-    resumed = cli(["fit", *common, *TWO, *FSDP, "--ckpt_path=last"], roots["interrupted"])
+    resumed = cli(["fit", *FSDP, *common, *TWO, "--ckpt_path=last"], roots["interrupted"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_close_runs(roots["fsdp"], roots["interrupted"], atol=0)
+
+
+@pytest.mark.parametrize(
+    ("arm", "parallel"), [("tli_lora_early", "ddp"), ("full_all", "fsdp")], ids=["lora+ddp", "full_all+fsdp"]
+)
+def test_each_multi_gpu_config_runs_its_arm_as_shipped_on_two_processes(tmp_path, tiny_dir, arm, parallel):
+    # The shipped pair of configs (precision, optimizer, checkpointing, strategy), with only the 8B model, the
+    # real data and the GPUs swapped for the tiny model, the bundled data and 2 CPU processes.
+    probe = tmp_path / "probe.json"
+    result = cli(
+        [
+            "fit",
+            *("--config", str(REPO / "configs" / "lugha_llama_8b" / f"{arm}.yaml")),
+            *("--config", str(REPO / "configs" / "multi_gpu" / f"{parallel}.yaml")),
+            *ON_TINY,
+            *QUICK,
+            *TWO,
+            "--data.xnli_limit=3",
+            "--trainer.max_steps=3",
+            "--trainer.callbacks+=probes.ArmProbe",
+            f"--trainer.callbacks.report={probe}",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr and "deprecated" not in result.stderr
+    found = json.loads(probe.read_text())
+    assert found["trainable"] == found["gradients"] == TRAINABLE_ON_TINY[arm]
+    assert found["precision"] == "bf16-mixed"
+    assert (found["packed"] > 0) == (parallel == "ddp")  # 4-bit weights with DDP; FSDP shards real ones
+    checkpoint = load(tmp_path / "checkpoints" / arm / "version_0" / "last.ckpt")
+    assert checkpoint["global_step"] == 3 and checkpoint["state_dict"]

@@ -226,7 +226,11 @@ def test_training_steps_log_the_learning_signal(tiny_dir):
         TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3)
     )
     assert {"train/loss_step", "train/pos_sim_step", "train/hardest_neg_sim_step"} <= set(probe.metrics)
-    assert 0.0 < probe.metrics["train/loss_step"] < 0.4 + 2.0  # a triplet loss with margin 0.4 on cosines
+    m = probe.metrics
+    # The mean of relu(margin - pos + neg) is at least relu of the means (relu is convex): the three logged
+    # numbers belong to one batch's loss.
+    assert m["train/loss_step"] >= max(0.0, 0.4 - m["train/pos_sim_step"] + m["train/hardest_neg_sim_step"]) - 1e-6
+    assert m["train/loss_step"] > 0  # a random model does not meet the margin yet
 
 
 def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(tiny_dir):
@@ -253,7 +257,8 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(tiny_dir
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(quantization="none"), "LoRA with FSDP is not supported"),
+        (dict(quantization="none"), "LoRA and 4-bit weights with FSDP are not supported"),
+        (dict(), "LoRA and 4-bit weights with FSDP are not supported"),  # LoRA on 4-bit weights
         (
             dict(quantization="none", adaptation="full", optimizer="adamw8bit", compute_dtype="float32"),
             "AdamW8bit does not take",

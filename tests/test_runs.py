@@ -85,6 +85,7 @@ FAULTS = {
     "step": (1, "interrupted.ckpt"),  # saved with the RNG state the step started from
     "epoch_start": (1, "last.ckpt"),  # nothing new to save: the epoch end is the latest consistent state
     "evaluation": (1, "last.ckpt"),  # the second epoch is replayed, its evaluation runs once
+    "sigterm_in_evaluation": (143, "last.ckpt"),  # the evaluation finishes, the epoch's checkpoint is written
 }
 
 
@@ -101,9 +102,14 @@ def test_every_interruption_resumes_bit_for_bit(tmp_path, reference, kind):
     if code in (130, 143):
         assert "resume with: python -m tli_lightning fit" in interrupted.stderr
         assert json.loads((_run_dir(tmp_path) / "summary.json").read_text())["status"] == "interrupted"
+    finished_evaluation = _run_dir(tmp_path) / "xnli" / "epoch_02.json"
+    if kind == "sigterm_in_evaluation":  # the evaluation the signal arrived in was finished, not cut short
+        written = finished_evaluation.stat().st_mtime_ns
 
     resumed = cli(["fit", *QUICK, *EPOCHS, "--ckpt_path", "last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    if kind == "sigterm_in_evaluation":  # and is not run again
+        assert finished_evaluation.stat().st_mtime_ns == written
     assert not (tmp_path / "logs" / "demo" / "version_1").exists()  # written into the run it resumed
     _assert_same_training(tmp_path, reference)
     assert not (_run_dir(tmp_path, tree="checkpoints") / "interrupted.ckpt").exists()  # superseded by the finished run

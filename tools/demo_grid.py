@@ -1,12 +1,14 @@
 """The demo grid: every comparison arm on the tiny model and bundled data, then the comparison report.
 
-    python tools/demo_grid.py                 # 8 runs (~4 min on 2 CPU cores), then reports/demo_grid/report.md
+    python tools/demo_grid.py                 # 8 runs (about 3 min on 2 CPU cores), then reports/demo_grid/report.md
 
 Four arms (configs/lugha_llama_8b/*.yaml, each with configs/demo/on_tiny_model.yaml on top), and three
 seeds for the two early arms (TLI and its full-rank counterpart): the same recipes as the 8B runs, with
-overrides, never parallel copies. Each run is a normal `fit` (logs/<arm>/version_<n>/); `compare` then
-reads the runs this invocation made. On random tiny weights the honest answer is "no alignment beyond the
-random-pair baseline": the grid shows the machinery and the report, not a finding.
+overrides, never parallel copies. Each run is a normal `fit`, made inside the output directory
+(<output>/logs/<arm>/version_<n>/, <output>/checkpoints/...), so demo runs never mix with real runs of the
+same arm in ./logs; `compare` then reads the runs this invocation made. On random tiny weights the honest
+answer is "no alignment beyond the random-pair baseline": the grid shows the machinery and the report, not
+a finding.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ARMS = {"tli_lora_early": (42, 1, 2), "full_early": (42, 1, 2), "full_all": (42,), "lora_all": (42,)}
+EARLY_ARMS = ("tli_lora_early", "full_early")  # the question's two arms: several seeds each
+OTHER_ARMS = ("full_all", "lora_all")
+SEEDS = (42, 1, 2)
 WRITTEN = re.compile(r"\(written to (\S+)/summary\.json\)")
 
 
-def run_arm(arm: str, seed: int, extra: list[str]) -> str:
+def run_arm(arm: str, seed: int, extra: list[str], where: Path) -> str:
     command = [
         sys.executable,
         "-m",
@@ -41,7 +45,7 @@ def run_arm(arm: str, seed: int, extra: list[str]) -> str:
         *extra,
     ]
     print(f"== {arm}, seed {seed}", flush=True)
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=where)
     if result.returncode != 0:
         sys.stderr.write(result.stderr[-4000:])
         raise SystemExit(f"{arm} (seed {seed}) failed with exit code {result.returncode}")
@@ -57,14 +61,23 @@ def main() -> None:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--output", default="reports/demo_grid", help="where compare writes the report (default: reports/demo_grid)"
+        "--output",
+        default="reports/demo_grid",
+        help="where the runs and compare's report go (default: reports/demo_grid)",
     )
     parser.add_argument("--max-epochs", type=int, help="epochs per run (default: the recipes' 5)")
+    parser.add_argument(
+        "--seeds", type=int, default=len(SEEDS), choices=range(1, len(SEEDS) + 1), help="seeds of the early arms"
+    )
     args = parser.parse_args()
     extra = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
-    runs = [run_arm(arm, seed, extra) for arm, seeds in ARMS.items() for seed in seeds]
-    subprocess.run([sys.executable, "-m", "tli_lightning", "compare", *runs, "--output", args.output], check=True)
-    print(f"report: {Path(args.output) / 'report.md'}")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    plan = [(arm, seed) for arm in EARLY_ARMS for seed in SEEDS[: args.seeds]] + [(arm, SEEDS[0]) for arm in OTHER_ARMS]
+    runs = [run_arm(arm, seed, extra, output) for arm, seed in plan]
+    command = [sys.executable, "-m", "tli_lightning", "compare", *runs, "--output", "."]
+    subprocess.run(command, check=True, cwd=output)
+    print(f"report: {output / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from tli_lightning.errors import RunInterrupted, TLIError
+from tli_lightning.errors import RunInterrupted, TLIError, usage_error
 from tli_lightning.layers import LAYERS_NOTE
 
 MEASURE_COMMANDS = ("scan", "zeroshot", "compare")
@@ -81,15 +81,27 @@ def _configure_logging() -> None:
         lambda record: "litlogger" not in record.getMessage()
     )
     # Deprecations inside transformers/PEFT/Lightning that users cannot act on.
-    for message in (r".*is_gradient_checkpointing.*", r".*gradient_checkpointing_enable.*", r".*LeafSpec.*"):
+    for message in (
+        r".*is_gradient_checkpointing.*",
+        r".*gradient_checkpointing_enable.*",
+        r".*LeafSpec.*",
+        r".*distributed.nn.functional.all_gather is deprecated.*",  # Lightning's own all_gather
+        r".*is not supported by the model summary.*",  # its size estimate under bf16-mixed: nothing is wrong
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
 def _lightning_cli(args: list[str], session: _Session) -> None:
-    from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
     from tli_lightning.data import TLIDataModule
     from tli_lightning.module import TLIModule
+
+    class OneLineParser(LightningArgumentParser):
+        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+            if not self.exit_on_error:  # jsonargparse parsing a part on its own: it catches this itself
+                super().error(message, ex)
+            usage_error((getattr(ex, "subcommand_parser", None) or self).prog, message)
 
     class TLICLI(LightningCLI):
         @staticmethod
@@ -194,6 +206,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
         TLIModule,
         TLIDataModule,
         args=args,
+        parser_class=OneLineParser,
         save_config_callback=RunConfig,
         seed_everything_default=42,
         auto_configure_optimizers=False,  # TLIModule owns its optimizer and schedule (--model.*)
@@ -297,8 +310,8 @@ def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
     """A run goes on with the settings it started with: compare with its saved config.yaml.
 
     Everything that changes the arithmetic: the seed, model.*, data.*, and the trainer's precision,
-    gradient accumulation and clipping. max_epochs may change (training extended; the learning-rate
-    schedule then ends later), and so may devices and logging.
+    gradient accumulation, clipping and batches per epoch. max_epochs and max_steps may change (training
+    extended; the learning-rate schedule then ends later), and so may devices and logging.
     """
     import yaml
 
@@ -318,7 +331,13 @@ def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
             ]
         elif old != new:
             differences.append(f"{section}: {new!r} (run: {old!r})")
-    for key in ("precision", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm"):
+    for key in (
+        "precision",
+        "accumulate_grad_batches",
+        "gradient_clip_val",
+        "gradient_clip_algorithm",
+        "limit_train_batches",
+    ):
         old, new = (before.get("trainer") or {}).get(key), (now.get("trainer") or {}).get(key)
         if old != new:
             differences.append(f"trainer.{key}: {new!r} (run: {old!r})")
@@ -385,6 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     session = _Session()
     session.command = argv
     try:
+        if argv and not argv[0].startswith("-") and argv[0] not in (*MEASURE_COMMANDS, "fit", "validate", "test"):
+            raise TLIError(
+                f"unknown command {argv[0]!r}; the commands are fit, validate, test, {', '.join(MEASURE_COMMANDS)} "
+                "(python -m tli_lightning --help)"
+            )
         if argv and argv[0] in MEASURE_COMMANDS:
             from tli_lightning.commands import run_command
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tli_lightning.errors import TLIError
+from tli_lightning.errors import OneLineArgumentParser, TLIError
 from tli_lightning.layers import LAYERS_NOTE
 
 log = logging.getLogger("tli_lightning")
@@ -127,6 +127,7 @@ def _load(args: argparse.Namespace, settings: dict[str, Any]):
         double_quant=settings["double_quant"],
         quant_storage=settings["quant_storage"],
         device=device,
+        progress=not args.no_progress,
     )
     if args.adapter:
         from peft import PeftModel
@@ -179,7 +180,7 @@ def _output(path: str) -> Path:
 
 
 def scan(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m tli_lightning scan",
         description=f"Per-layer alignment of translation pairs, no training. {LAYERS_NOTE}",
     )
@@ -241,7 +242,7 @@ def scan(argv: list[str]) -> None:
 
 
 def zeroshot(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m tli_lightning zeroshot",
         description=(
             "Zero-shot XNLI exactly as lm-evaluation-harness's xnli_<lang>: each of three candidates "

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tli_lightning.commands import _positive
-from tli_lightning.errors import TLIError
+from tli_lightning.errors import OneLineArgumentParser, TLIError
 from tli_lightning.layers import LAYERS_NOTE
 from tli_lightning.runs import _versions
 
@@ -1059,7 +1059,7 @@ def _nonnegative(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="python -m tli_lightning compare",
         description=(
             "Compare runs side by side, baseline -> final, from what they wrote (nothing is re-measured): alignment "

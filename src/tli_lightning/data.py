@@ -3,6 +3,7 @@ and XNLI splits for zero-shot evaluation.
 
 Example, in any Lightning project::
 
+    from tli_lightning.data import TLIDataModule
     dm = TLIDataModule(lexicon_path="lexicon_sw_en.tsv", control_path=None, control_fraction=0.1,
                        xnli_source="../shared/data/xnli_{lang}_validation.jsonl")
     dm.setup("fit")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 
 class TLIError(ValueError):
@@ -25,3 +28,18 @@ class RunInterrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+def usage_error(prog: str, message: str) -> NoReturn:
+    """A command-line mistake as one line (not the whole usage block), with where the options are listed."""
+    prog = prog.replace(" [options]", "")
+    message = " ".join(message.split())  # jsonargparse's messages span lines
+    sys.stderr.write(f"error: {message} (every option: {prog} --help)\n")
+    raise SystemExit(2)
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """``argparse`` reporting a mistake as one ``error:`` line."""
+
+    def error(self, message: str) -> NoReturn:
+        usage_error(self.prog, message)

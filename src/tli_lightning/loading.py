@@ -56,13 +56,20 @@ def load_causal_lm(
     quant_storage: QuantStorage = "uint8",
     device: torch.device | str | None = None,
     trust_remote_code: bool = False,
+    progress: bool = True,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load model and tokenizer onto one device (each DDP rank loads its own copy).
 
     ``compute_dtype`` is the 4-bit compute dtype, and the weight dtype when not quantized.
+    ``progress=False`` hides transformers' weight-loading bar.
     """
     path = resolve_model_path(model_name_or_path)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    if not progress:
+        transformers_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -76,6 +83,9 @@ def load_causal_lm(
     except OSError as error:
         hint = "" if Path(path).exists() else " (not a local directory; is the hub reachable from here?)"
         raise TLIError(f"cannot load model {model_name_or_path!r}{hint}: {error}") from error
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
     model.config.use_cache = False
     if quantization != "none":
         _keep_4bit_weights_trainable(model)

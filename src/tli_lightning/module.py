@@ -195,19 +195,15 @@ class TLIModule(L.LightningModule):
         if isinstance(strategy, ModelParallelStrategy):
             _require(
                 self.hparams.adaptation == "full",
-                "LoRA with FSDP is not supported (its adapters would be saved from sharded tensors); train LoRA "
-                "with --trainer.strategy ddp (configs/multi_gpu/ddp.yaml)",
+                # (Full-rank training on 4-bit weights is refused earlier, so this also covers 4-bit with FSDP.)
+                "LoRA and 4-bit weights with FSDP are not supported (adapters would be saved from sharded tensors, "
+                "and bitsandbytes' packed weights cannot be sharded); train LoRA with --trainer.strategy ddp "
+                "(configs/multi_gpu/ddp.yaml: each process holds its own 4-bit copy)",
             )
             _require(
                 self.hparams.optimizer != "adamw8bit",
                 "bitsandbytes' AdamW8bit does not take FSDP's sharded (DTensor) parameters; use "
                 "--model.optimizer adamw (configs/multi_gpu/fsdp.yaml sets it; give that config after the arm's)",
-            )
-            _require(
-                self.hparams.quantization == "none",
-                "4-bit weights with FSDP are not supported (bitsandbytes' packed weights cannot be sharded as "
-                "DTensors here); train LoRA with --trainer.strategy ddp (each process holds its own 4-bit copy), "
-                "or use --model.quantization none with FSDP",
             )
             _require(
                 not strategy._save_distributed_checkpoint,
@@ -230,6 +226,9 @@ class TLIModule(L.LightningModule):
             quant_storage=hp.quant_storage,
             device=device,
             trust_remote_code=hp.trust_remote_code,
+            # One bar, on the first process, and none where the trainer's progress bar is off.
+            progress=self._trainer is None
+            or (self.trainer.is_global_zero and self.trainer.progress_bar_callback is not None),
         )
         blocks_total = num_blocks(model)
         self.target_layer = resolve_layer(hp.target_layer, blocks_total)

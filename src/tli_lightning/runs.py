@@ -362,7 +362,7 @@ def _number(value: float | None) -> str:
 def format_summary(summary: dict[str, Any], path: Path) -> str:
     lines = [
         f"run {summary['name']}/version_{summary['version']} {summary['status']} at step {summary['global_step']} "
-        f"({summary['epochs_completed']} epochs)",
+        f"({summary['epochs_completed']} epoch{'' if summary['epochs_completed'] == 1 else 's'})",
         f"  logs:        {summary['log_dir']}   (tensorboard --logdir {Path(summary['log_dir']).parent.parent})",
         f"  checkpoints: {summary['checkpoint_dir']}",
     ]

@@ -60,15 +60,18 @@ def candidates(example: XNLIExample, templates: tuple[str, str, str]) -> list[st
     return [t.format(premise=example.premise, hypothesis=example.hypothesis) for t in templates]
 
 
-def _example(record: object, where: str) -> XNLIExample:
-    """One example, refusing rather than converting: ``null`` is not the text "None", nor ``1.7`` the label 1."""
+def _example(record: object, where: str, text_labels: bool = False) -> XNLIExample:
+    """One example, refusing rather than converting: ``null`` is not the text "None", nor ``1.7`` the label 1.
+
+    Labels are integers; only a TSV (``text_labels``), whose cells are all text, may write them as "0"/"1"/"2".
+    """
     if not isinstance(record, dict) or not all(k in record for k in ("premise", "hypothesis", "label")):
         raise TLIError(f"{where}: expected fields premise, hypothesis and label (0/1/2), got {record!r}")
     for field in ("premise", "hypothesis"):
         if not isinstance(record[field], str) or not record[field].strip():
             raise TLIError(f"{where}: {field} must be a non-empty string, got {record[field]!r}")
     label = record["label"]
-    if isinstance(label, str) and label.strip() in ("0", "1", "2"):  # TSV cells are text
+    if text_labels and isinstance(label, str) and label.strip() in ("0", "1", "2"):
         label = int(label)
     if type(label) is not int or label not in (0, 1, 2):  # type(): True is an int to isinstance
         raise TLIError(
@@ -85,7 +88,7 @@ def read_xnli_file(path: str | Path) -> list[XNLIExample]:
     if path.suffix in (".tsv", ".txt"):
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
         for record in reader:
-            examples.append(_example(record, f"{path}:{reader.line_num}"))
+            examples.append(_example(record, f"{path}:{reader.line_num}", text_labels=True))
     else:
         # split("\n"), not splitlines(): U+2028 and friends are legal inside a JSON string.
         for number, line in enumerate(text.split("\n"), start=1):

@@ -10,7 +10,7 @@ LM head only where a score is read, and running each premise once for its three 
 
 Example, with any causal LM::
 
-    from tli_lightning.zeroshot import score_xnli, accuracy_and_f1
+    from tli_lightning.zeroshot import classification_scores, score_xnli
     loglik = score_xnli(model, tokenizer, examples, language="sw")   # [n, 3]
     scores = classification_scores(loglik.argmax(1).tolist(), [e.label for e in examples])  # acc, macro_f1, ...
 """
@@ -92,6 +92,25 @@ def score_sequences(
     return scores
 
 
+def shared_prefix_plan(grouped: Sequence[Sequence[Sequence[int]]]) -> tuple[list[int], list[int]]:
+    """Per group of token sequences, the length of the prefix run once; and the order groups are batched in.
+
+    The prefix is the longest common one that leaves every member at least one token of its own to
+    score. Groups are sorted by prefix length, then by their longest member: little padding in either pass.
+    """
+
+    def shared_length(members: Sequence[Sequence[int]]) -> int:
+        length = min(len(m) for m in members) - 1
+        for i in range(1, length):
+            if any(m[i] != members[0][i] for m in members):
+                return i
+        return length
+
+    lengths = [shared_length(members) for members in grouped]
+    order = sorted(range(len(grouped)), key=lambda g: (-lengths[g], -max(len(s) for s in grouped[g])))
+    return lengths, order
+
+
 @torch.no_grad()
 def score_with_shared_prefix(
     model: torch.nn.Module,
@@ -119,19 +138,8 @@ def score_with_shared_prefix(
         )
     decoder, head = decoder_of(model), _lm_head(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-    def shared_length(members: list[list[int]]) -> int:
-        # Longest common token prefix, leaving every member at least one token of its own to score.
-        length = min(len(m) for m in members) - 1
-        for i in range(1, length):
-            if any(m[i] != members[0][i] for m in members):
-                return i
-        return length
-
     grouped = [sequences[g * k : (g + 1) * k] for g in range(len(groups))]
-    prefix_lengths = [shared_length(m) for m in grouped]
-    # Sorted by shared length, then by the longest own part: little padding in either pass.
-    order = sorted(range(len(groups)), key=lambda g: (-prefix_lengths[g], -max(len(s) for s in grouped[g])))
+    prefix_lengths, order = shared_prefix_plan(grouped)
     scores = torch.zeros(len(groups), k, dtype=torch.float64)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in progress(batches) if progress else batches:

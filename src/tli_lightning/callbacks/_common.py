@@ -160,12 +160,23 @@ class EpochMeasurement(Callback):
         """Log the latest evaluation's scalars and figure."""
         raise NotImplementedError
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trained_this_session = False
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._trained_this_session = True
         if not self.has_baseline():
             self.evaluate(trainer, pl_module, "baseline")
         elif self.last_step() == trainer.global_step:
             # Resumed where the latest evaluation was logged: TensorBoard hides what the interrupted
             # session logged from this step on (purge_step), this evaluation included. Show it again.
+            self.publish(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Resumed with nothing left to train (a stop asked for during the last epoch's evaluation):
+        # Lightning skips on_train_start, but TensorBoard hides that evaluation all the same.
+        resumed_done = not getattr(self, "_trained_this_session", True) and self.has_baseline()
+        if resumed_done and self.last_step() == trainer.global_step:
             self.publish(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

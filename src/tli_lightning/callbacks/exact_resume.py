@@ -47,6 +47,19 @@ class ExactResume(Callback):
       and resuming replays what followed it.
     - Never writes a checkpoint that is not further along than every checkpoint the run has.
 
+    Outside ``python -m tli_lightning`` (a plain ``Trainer``), two things are the caller's:
+
+    - a signal ends ``trainer.fit`` with :class:`~tli_lightning.errors.RunInterrupted` (a
+      ``BaseException``); turn it into the exit code, as the CLI does::
+
+          try:
+              trainer.fit(module, datamodule)
+          except RunInterrupted as stop:
+              raise SystemExit(stop.exit_code)  # 130 (SIGINT) or 143 (SIGTERM)
+
+    - resuming mid-epoch at the same batch needs a stateful train loader (``TLIDataModule``'s is);
+      with a plain ``DataLoader`` Lightning restarts the interrupted epoch from its first batch.
+
     Args:
         dirpath: Where to write; default: the ModelCheckpoint's directory.
         filename: File name without ``.ckpt``.
