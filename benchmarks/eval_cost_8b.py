@@ -47,35 +47,50 @@ def load_tokenizer(path: str):
 
 def xnli_cost(tokenizer, examples, language: str, batch_size: int) -> dict:
     from tli_lightning.xnli import candidate_templates, candidates
-    from tli_lightning.zeroshot import context_token_id, shared_prefix_plan
+    from tli_lightning.zeroshot import LOGITS_PER_CHUNK, context_token_id, shared_prefix_plan
 
     templates = candidate_templates(language)
     texts = [" " + c for e in examples for c in candidates(e, templates)]
     flat = tokenizer(texts, add_special_tokens=False)["input_ids"]
     start = context_token_id(tokenizer)
     grouped = [[[start, *ids] for ids in flat[g * 3 : (g + 1) * 3]] for g in range(len(examples))]
-    prefixes, order = shared_prefix_plan(grouped)
+    prefixes, order = shared_prefix_plan(grouped, batch_size)
+    # The plan before: sorted by prefix length alone (a window of one batch changes no batch's members).
+    _, prefix_order = shared_prefix_plan(grouped, batch_size, window=1)
     # Model inputs: every candidate alone (lm-eval's way) = all tokens but the last; shared = prefix + own parts.
     alone = sum(len(s) - 1 for members in grouped for s in members)
     shared = sum(p + sum(len(s) - p - 1 for s in members) for members, p in zip(grouped, prefixes))
-    padded, peak = 0, {"kv_cache_gib": 0.0, "logits_gib": 0.0}
+
+    def padded_tokens(order: list[int]) -> int:
+        total = 0
+        for i in range(0, len(order), batch_size):
+            batch = order[i : i + batch_size]
+            own = max(len(s) - prefixes[g] - 1 for g in batch for s in grouped[g])
+            total += len(batch) * max(prefixes[g] for g in batch) + 3 * len(batch) * own
+        return total
+
+    padded, peak = padded_tokens(order), {"kv_cache_gib": 0.0, "logits_gib": 0.0, "logits_unchunked_gib": 0.0}
     for i in range(0, len(order), batch_size):
         batch = order[i : i + batch_size]
         prefix_len = max(prefixes[g] for g in batch)
         rest_len = max(len(s) - prefixes[g] - 1 for g in batch for s in grouped[g])
-        padded += len(batch) * prefix_len + 3 * len(batch) * rest_len
         # The cache repeated for the three candidates, grown by their own tokens (bf16 keys and values).
         cache_tokens = 3 * len(batch) * (prefix_len + rest_len)
         kv = cache_tokens * BLOCKS * 2 * KV_HEADS * HEAD_DIM * 2 / GIB
-        # LM head at the scored positions: bf16 logits, their float32 copy and float32 log-softmax.
+        # LM head at the scored positions, a chunk at a time: bf16 logits, their float32 copy, float32 log-softmax.
         scored = max(sum(prefixes[g] for g in batch), sum(len(s) - prefixes[g] for g in batch for s in grouped[g]))
-        logits = scored * VOCAB * (2 + 4 + 4) / GIB
-        peak = {"kv_cache_gib": max(peak["kv_cache_gib"], kv), "logits_gib": max(peak["logits_gib"], logits)}
+        logits = min(scored, LOGITS_PER_CHUNK // VOCAB) * VOCAB * (2 + 4 + 4) / GIB
+        peak = {
+            "kv_cache_gib": max(peak["kv_cache_gib"], kv),
+            "logits_gib": max(peak["logits_gib"], logits),
+            "logits_unchunked_gib": max(peak["logits_unchunked_gib"], scored * VOCAB * (2 + 4 + 4) / GIB),
+        }
     return {
         "examples": len(examples),
         "tokens_each_candidate_alone": alone,
         "tokens_shared_prefix": shared,
         "tokens_shared_prefix_padded": padded,
+        "tokens_shared_prefix_padded_prefix_order": padded_tokens(prefix_order),
         "tokens_per_example": shared / len(examples),
         **peak,
     }
@@ -125,7 +140,8 @@ def main() -> None:
     print(f"tokenizer: {args.tokenizer}; time = tokens / {rate:,.0f} tokens/s (H100, NF4 8B, DESIGN.md section 5)")
     total = 0.0
     for language, cost in result["xnli"].items():
-        seconds = cost["tokens_shared_prefix_padded"] / rate
+        padded = cost["tokens_shared_prefix_padded"]
+        seconds = padded / rate
         total += seconds
         print(
             f"  XNLI {language}: {cost['examples']} examples, {cost['tokens_per_example']:.1f} tokens each; "
@@ -133,9 +149,15 @@ def main() -> None:
             f"{cost['tokens_shared_prefix']:,} with the premise shared "
             f"({cost['tokens_shared_prefix_padded']:,} with padding): {seconds:.1f} s"
         )
+        before = cost["tokens_shared_prefix_padded_prefix_order"]
         print(
-            f"      largest batch of {args.batch_size}: KV cache {cost['kv_cache_gib']:.2f} GiB, "
-            f"LM-head logits {cost['logits_gib']:.2f} GiB"
+            f"      padding: {padded / cost['tokens_shared_prefix'] - 1:.0%} of the tokens "
+            f"(sorted by prefix length alone: {before:,} tokens, {before / cost['tokens_shared_prefix'] - 1:.0%}; "
+            f"{before / padded:.2f}x this plan's)"
+        )
+        print(
+            f"      largest batch of {args.batch_size}: KV cache {cost['kv_cache_gib']:.2f} GiB, LM-head logits "
+            f"{cost['logits_gib']:.2f} GiB in chunks ({cost['logits_unchunked_gib']:.2f} GiB at once)"
         )
     scan = result["scan"]
     scan_seconds = scan["tokens"] / rate

@@ -6,13 +6,16 @@
 # (bench_train_step.py), one end-of-epoch evaluation (bench_eval.py: the layer scan and XNLI sw+en), and the
 # full fine-tuning arms (bench_full_arms.py). The Llama-3.1-8B-shaped model is built here with random weights
 # (no hub). Real data: TLI_BENCH_DATA (default ../shared/data; copy it into the repository's ignored
-# .bench_data/ to take it to a machine without it). Needs bitsandbytes: pip-install its wheel first there.
+# .bench_data/ to take it to a machine without it). Needs bitsandbytes: wheels in the repository's ignored .whl/
+# are installed first (pip download bitsandbytes==0.50.2 --no-deps -d .whl). datasets is not needed: the package
+# imports it only to read XNLI from the hub, and the suite reads local files.
 set -euo pipefail
 shape=llama8b device=cuda
 if [ "${1:-}" = "--tiny" ]; then shape=tiny device=cpu; shift; fi
 out=$(realpath -m "${1:?usage: gpu_suite.sh [--tiny] OUT_DIR}")
 mkdir -p "$out"
 cd "$(dirname "$0")"
+if compgen -G "../.whl/*.whl" >/dev/null; then pip install -q --no-deps ../.whl/*.whl; fi
 data=$(realpath -m "${TLI_BENCH_DATA:-../../shared/data}")
 if [ -f "$data/lexicon_sw_en.tsv" ]; then
     data_args=(--lexicon "$data/lexicon_sw_en.tsv"

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from tli_lightning.compare import _kind, build_report, compare, format_markdown, write_report
+from tli_lightning.compare import build_report, compare, format_markdown, write_report
+from tli_lightning.compare.numbers import _kind
 from tli_lightning.errors import TLIError
 from tli_lightning.stats import bootstrap_ci
 

@@ -71,3 +71,36 @@ def test_shared_prefix_scoring_equals_independent_scoring(tiny_float):
     shared = score_with_shared_prefix(model, tokenizer, groups, batch_size=3)
     independent = score_sequences(model, tokenizer, [c for g in groups for c in g]).view(len(groups), 3)
     torch.testing.assert_close(shared, independent, atol=1e-3, rtol=0)
+
+
+def test_the_lm_head_in_chunks_gives_the_same_scores(tiny_float, monkeypatch):
+    from tli_lightning import zeroshot
+
+    model, tokenizer = tiny_float
+    whole = score_xnli(model, tokenizer, EXAMPLES, "sw")
+    monkeypatch.setattr(zeroshot, "LOGITS_PER_CHUNK", 3 * model.config.vocab_size)  # 3 positions at a time
+    # Row for row the same arithmetic; only the matrix kernel may round differently for other shapes.
+    torch.testing.assert_close(score_xnli(model, tokenizer, EXAMPLES, "sw"), whole, atol=1e-5, rtol=0)
+
+
+def test_the_batching_plan_takes_every_group_once_and_pads_less():
+    from tli_lightning.zeroshot import shared_prefix_plan
+
+    generator = torch.Generator().manual_seed(0)
+    grouped = []
+    for _ in range(300):  # a shared prefix, then three own parts of one random length
+        prefix = torch.randint(3, 40, (1,), generator=generator).item()
+        own = torch.randint(1, 30, (1,), generator=generator).item()
+        grouped.append([[7] * prefix + [j] * own for j in range(3)])
+    lengths, order = shared_prefix_plan(grouped, batch_size=8)
+    _, prefix_order = shared_prefix_plan(grouped, batch_size=8, window=1)
+    assert sorted(order) == list(range(300)) and lengths == [g[0].count(7) for g in grouped]
+
+    def padded(order):
+        batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+        return sum(
+            len(b) * max(lengths[g] for g in b) + 3 * len(b) * max(len(grouped[g][0]) - lengths[g] for g in b)
+            for b in batches
+        )
+
+    assert padded(order) < 0.9 * padded(prefix_order)

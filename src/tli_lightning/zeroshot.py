@@ -49,12 +49,22 @@ def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: torch.de
     return ids.to(device), mask.to(device)
 
 
+# LM-head outputs computed at once: 2**26 float32 logits = 256 MiB, about 500 positions of a 128k vocabulary.
+# Unchunked, one batch of 32 Swahili XNLI examples at 8B scale needs 3.6 GiB for them (benchmarks/RESULTS.md).
+LOGITS_PER_CHUNK = 2**26
+
+
 def _token_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
     """log P(target | hidden state) for matching rows of ``hidden`` [N, H] and ``targets`` [N], float64."""
-    logprobs = torch.log_softmax(head(hidden).float(), dim=-1)
+    vocabulary = getattr(head, "out_features", None) or head.weight.shape[0]
+    rows = max(1, LOGITS_PER_CHUNK // vocabulary)
+    chosen = []
+    for start in range(0, len(hidden), rows):  # row by row, so chunking changes no number
+        logprobs = torch.log_softmax(head(hidden[start : start + rows]).float(), dim=-1)
+        chosen.append(logprobs.gather(1, targets[start : start + rows, None]).squeeze(1))
     # float64 from here: a float32 running sum near -600 moves in steps of 6e-5, enough to
     # flip near-tied candidates.
-    return logprobs.gather(1, targets[:, None]).squeeze(1).double()
+    return torch.cat(chosen).double() if chosen else hidden.new_zeros(0, dtype=torch.float64)
 
 
 def _summed_per_row(head: torch.nn.Module, hidden: Tensor, targets: Tensor, scored: Tensor) -> Tensor:
@@ -92,11 +102,15 @@ def score_sequences(
     return scores
 
 
-def shared_prefix_plan(grouped: Sequence[Sequence[Sequence[int]]]) -> tuple[list[int], list[int]]:
+def shared_prefix_plan(
+    grouped: Sequence[Sequence[Sequence[int]]], batch_size: int, window: int = 8
+) -> tuple[list[int], list[int]]:
     """Per group of token sequences, the length of the prefix run once; and the order groups are batched in.
 
     The prefix is the longest common one that leaves every member at least one token of its own to
-    score. Groups are sorted by prefix length, then by their longest member: little padding in either pass.
+    score. Both passes pad to their batch's longest: groups are sorted by prefix length, then each run
+    of ``window`` batches is re-sorted by the members' own parts, which run ``k`` times per group and
+    dominate. On XNLI sw with Llama-3's tokenizer this pads 12% instead of 47% (benchmarks/eval_cost_8b.py).
     """
 
     def shared_length(members: Sequence[Sequence[int]]) -> int:
@@ -107,7 +121,11 @@ def shared_prefix_plan(grouped: Sequence[Sequence[Sequence[int]]]) -> tuple[list
         return length
 
     lengths = [shared_length(members) for members in grouped]
-    order = sorted(range(len(grouped)), key=lambda g: (-lengths[g], -max(len(s) for s in grouped[g])))
+    by_prefix = sorted(range(len(grouped)), key=lambda g: (-lengths[g], -max(len(s) for s in grouped[g])))
+    span = batch_size * window
+    order = []
+    for start in range(0, len(by_prefix), span):
+        order += sorted(by_prefix[start : start + span], key=lambda g: -max(len(s) for s in grouped[g]) + lengths[g])
     return lengths, order
 
 
@@ -139,7 +157,7 @@ def score_with_shared_prefix(
     decoder, head = decoder_of(model), _lm_head(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     grouped = [sequences[g * k : (g + 1) * k] for g in range(len(groups))]
-    prefix_lengths, order = shared_prefix_plan(grouped)
+    prefix_lengths, order = shared_prefix_plan(grouped, batch_size)
     scores = torch.zeros(len(groups), k, dtype=torch.float64)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in progress(batches) if progress else batches:

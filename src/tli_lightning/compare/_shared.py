@@ -1,0 +1,33 @@
+"""What the parts of ``compare`` share: the report's constants and number formatting."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+PAPER_LAYER = 2  # the TLI paper reads and reports hidden_states[2]
+HEADLINE_METRICS = ("cos", "cos_random", "gap", "p_at_1_s2t")
+SETS = ("trained", "control")
+FIGURES = {"gain_vs_retention": "alignment_vs_retention.png", "gap_per_layer": "control_gap_per_layer.png"}
+
+
+def _fmt(value: Any, digits: int = 4, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.1e}" if value < 0.001 else f"{value:.3f}"
+
+
+def _spread(d: dict[str, Any], sign: bool = True, unit: str = "") -> str:
+    """``mean ± SD (n=...)`` of a :func:`~tli_lightning.stats.describe` dict."""
+    if not d["n"]:
+        return "n/a"
+    sd = f" ± {_fmt(d['sd'])}" if d["sd"] is not None else ""
+    return f"{_fmt(d['mean'], sign=sign)}{sd} (n={d['n']}{unit})"
