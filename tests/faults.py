@@ -19,7 +19,8 @@ class Fault(L.Callback):
     itself during the batch's backward pass), ``step`` (an exception during the backward pass, after
     the forward drew its dropout masks), ``epoch_start`` (an exception as epoch ``epoch`` starts),
     ``evaluation`` (an exception inside the end-of-epoch XNLI evaluation of epoch ``epoch``),
-    ``sigterm_in_evaluation`` (SIGTERM sent to itself inside that evaluation).
+    ``sigterm_in_evaluation`` (SIGTERM sent to itself inside that evaluation), ``sigint_in_baseline``
+    (SIGINT inside the XNLI evaluation before training).
     """
 
     def __init__(self, kind: str, epoch: int = 1, batch: int = 5) -> None:
@@ -29,14 +30,16 @@ class Fault(L.Callback):
         return trainer.current_epoch == self.epoch and (batch_idx is None or batch_idx == self.batch)
 
     def setup(self, trainer, pl_module, stage) -> None:
-        if self.kind in ("evaluation", "sigterm_in_evaluation"):
+        if self.kind in ("evaluation", "sigterm_in_evaluation", "sigint_in_baseline"):
             from tli_lightning.callbacks import ZeroShotRetention
 
             retention = next(c for c in trainer.callbacks if isinstance(c, ZeroShotRetention))
             measure = retention.measure
 
             def failing_measure(trainer_, pl_module_):
-                if trainer_.current_epoch == self.epoch and retention.has_baseline():
+                if self.kind == "sigint_in_baseline":
+                    os.kill(os.getpid(), signal.SIGINT)
+                elif trainer_.current_epoch == self.epoch and retention.has_baseline():
                     if self.kind == "evaluation":
                         raise RuntimeError("injected fault inside the end-of-epoch evaluation")
                     os.kill(os.getpid(), signal.SIGTERM)

@@ -118,6 +118,10 @@ BAD_INPUT = {
         "empty.ckpt: not a readable Lightning checkpoint",
     ),
     "resume_from_a_directory": (lambda t: ["--ckpt_path", str(t)], "is a directory, not a checkpoint file"),
+    "gpu_config_on_a_cpu": (
+        lambda t: ["--config", str(REPO / "configs" / "multi_gpu" / "ddp.yaml")],
+        "No supported gpu backend found! (configs/multi_gpu/*.yaml ask for GPUs",
+    ),
     "misspelled_option": (
         lambda t: ["--model.lora_rr", "3"],
         "unrecognized arguments: --model.lora_rr 3 (every option: python -m tli_lightning fit --help)",

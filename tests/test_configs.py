@@ -142,15 +142,10 @@ def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_di
 def _zeroshot_gives_what_the_run_logged(root, arm: str) -> None:
     """`zeroshot --adapter` on the run's XNLI examples: the scores the run's callback logged, under the
     run's own precision (bf16 autocast) and base (NF4), read from the adapter's settings."""
-    from tli_lightning.data import TLIDataModule
-
-    data = TLIDataModule(xnli_source="demo", xnli_limit=3)
-    data.setup("fit")
-    examples = root / "examples.jsonl"
-    examples.write_text("".join(json.dumps(vars(e)) + "\n" for e in data.xnli["sw"]), encoding="utf-8")
     adapter = root / "checkpoints" / arm / "version_0" / "adapter_epoch01"
     scored = root / "scored.jsonl"
-    common = ["--data", str(examples), "--language", "sw", "--no-progress", "--output", str(scored)]
+    # --sample 3: the examples the run's --data.xnli_limit=3 chose (seeded, label-stratified), not the first 3.
+    common = ["--data", "demo", "--language", "sw", "--sample", "3", "--no-progress", "--output", str(scored)]
     result = cli(["zeroshot", "--adapter", str(adapter), *common], root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["settings"]["precision"] == "bf16-mixed"

@@ -48,6 +48,16 @@ def test_golden_file_is_small_and_complete(golden):
 
 
 @pytest.mark.parametrize("language", ["sw", "en"])
+def test_our_candidates_are_the_strings_lm_eval_scores(golden, language):
+    # The golden file's continuations come from lm-eval's own xnli_<lang> task (prompt and verbalizers).
+    from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
+
+    for row in golden["languages"][language]["examples"]:
+        example = XNLIExample(row["premise"], row["hypothesis"], row["label"])
+        assert [" " + c for c in candidates(example, candidate_templates(language))] == row["continuations"]
+
+
+@pytest.mark.parametrize("language", ["sw", "en"])
 def test_score_xnli_matches_lm_eval(golden, tiny_model_and_tokenizer, language):
     import torch
 

@@ -30,8 +30,11 @@ def test_tiny_is_built_by_the_real_loader_from_a_reserved_name(tiny_dir):
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):
-    with pytest.raises(TLIError, match="cannot load model"):
+    with pytest.raises(TLIError, match="model directory not found: .*nowhere"):  # no hub lookup for a path
         load_causal_lm(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TLIError, match="cannot load model"):
+        load_causal_lm(str(tmp_path / "empty"))
 
 
 def test_the_bitsandbytes_workaround_fails_loudly_if_its_flag_disappears(tiny_dir, monkeypatch):

@@ -139,7 +139,8 @@ def test_a_run_resumed_and_interrupted_again_resumes_again(tmp_path, reference):
 def test_a_failed_fit_leaves_nothing_to_resume(tmp_path, tiny_dir):
     # Fails after its run directory was claimed (the model path is read when the model loads).
     failed = cli(["fit", *QUICK, "--model.model_name_or_path", str(tmp_path / "no-model")], tmp_path)
-    assert failed.returncode == 2 and "error: cannot load model" in failed.stderr and "Traceback" not in failed.stderr
+    assert failed.returncode == 2 and "error: model directory not found" in failed.stderr
+    assert "Traceback" not in failed.stderr
     assert (
         not list(tmp_path.glob("checkpoints/demo/*/*.ckpt")) and not (tmp_path / "logs" / "demo" / "version_0").exists()
     )
@@ -148,6 +149,12 @@ def test_a_failed_fit_leaves_nothing_to_resume(tmp_path, tiny_dir):
         again.returncode == 2
         and "error: --ckpt_path last: no checkpoint under checkpoints/demo/version_*" in again.stderr
     )
+    # Ctrl-C during the baseline evaluation (after the alignment baseline was written): nothing to resume either.
+    fault = ["--trainer.callbacks+=faults.Fault", "--trainer.callbacks.kind=sigint_in_baseline"]
+    stopped = cli(["fit", *QUICK, *fault], tmp_path)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "interrupted before its first checkpoint: nothing to resume" in stopped.stderr
+    assert not list(tmp_path.glob("logs/demo/version_*")) and not list(tmp_path.glob("checkpoints/demo/version_*"))
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch, reference):
@@ -156,10 +163,26 @@ def test_resuming_with_other_settings_is_refused(tmp_path, monkeypatch, referenc
     shutil.copytree(reference / "logs", tmp_path / "logs")
     shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
     monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     code, _, err = run_main(["fit", *QUICK, *EPOCHS, "--model.learning_rate", "0.01", "--ckpt_path", "last"])
     assert code == 2
     assert "belongs to a run with other settings: model.learning_rate: 0.01 (run: 0.0002)" in err
     assert "--config logs/demo/version_0/config.yaml --ckpt_path checkpoints/demo/version_0" in err
+    assert "resume with" not in err  # the refused command is not suggested again
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # the run is untouched
+
+
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tmp_path, monkeypatch, reference):
+    import shutil
+
+    shutil.copytree(reference / "logs", tmp_path / "logs")
+    shutil.copytree(reference / "checkpoints", tmp_path / "checkpoints")
+    monkeypatch.chdir(tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    code, out, err = run_main(["fit", *QUICK, *EPOCHS, "--ckpt_path", "last"])
+    assert code == 0, err
+    assert "run demo/version_0 already finished at step 82 (2 epochs): nothing left to train" in out
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
 def test_runs_started_at_once_get_different_versions(tmp_path):

@@ -10,11 +10,12 @@ Usage, from the project venv, with lm-eval 0.4.x installed in its own venv::
 It builds (or finds) the embedded tiny model with this project's recipe (``$TLI_CACHE_DIR``,
 default ~/.cache/tli_lightning), writes the first ``--n`` (12) Swahili and English bundled demo
 examples to temporary JSONL files, and runs lm-eval once, offline, on both through custom task
-YAMLs that use lm-eval's XNLI prompt and verbalizers (``--model hf``, float32, CPU, batch size 1,
-``--log_samples``). The golden file holds the exact command line, lm_eval / transformers / torch
-versions of the lm-eval venv, the sha256 of the model's ``model.safetensors`` and
-``tokenizer.json``, and per language the examples with lm-eval's three per-candidate
-log-likelihoods and its predicted index. tests/test_lm_eval_golden.py checks
+YAMLs that include lm-eval's own ``xnli_<lang>.yaml`` (its prompt and verbalizers; only the data
+source is replaced), with ``--model hf``, float32, CPU, batch size 1, ``--log_samples``. The golden
+file holds the exact command line, lm_eval / transformers / torch versions of the lm-eval venv, the
+sha256 of the model's ``model.safetensors`` and ``tokenizer.json``, and per language the examples
+with the three candidate strings lm-eval scored, its three per-candidate log-likelihoods and its
+predicted index. tests/test_lm_eval_golden.py checks
 ``tli_lightning.zeroshot.score_xnli`` against it.
 """
 
@@ -39,26 +40,28 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 COMMAND = "python tools/make_lm_eval_golden.py --lm-eval /tmp/lmeval-venv/bin/lm_eval"
 
 
-def task_yaml(name: str, language: str, data_file: Path) -> str:
-    """lm-eval's xnli_<lang> prompt on a local JSONL file (as in benchmarks/lm_eval_agreement.py)."""
-    from tli_lightning.xnli import VERBALIZERS
+def lm_eval_task_file(python: str, language: str) -> Path:
+    """lm-eval's own ``xnli_<lang>.yaml`` in the lm-eval venv: its prompt and verbalizers, not ours."""
+    code = "import lm_eval.tasks, os; print(os.path.dirname(lm_eval.tasks.__file__))"
+    tasks = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    path = Path(tasks) / "xnli" / f"xnli_{language}.yaml"
+    if not path.is_file():
+        sys.exit(f"lm-eval has no {path}")
+    return path
 
-    question, yes, also, no = VERBALIZERS[language]
-    choices = ",".join(f'premise+", {question}? {word}, "+hypothesis' for word in (yes, also, no))
+
+def task_yaml(name: str, lm_eval_task: Path, data_file: Path) -> str:
+    """lm-eval's xnli_<lang> task as it is (included), reading a local JSONL file instead of the hub."""
     return "\n".join(
         [
+            f"include: {lm_eval_task}",
             f"task: {name}",
             "dataset_path: json",
+            "dataset_name: null",
             "dataset_kwargs:",
             "  data_files:",
             f"    validation: {data_file}",
-            "output_type: multiple_choice",
-            "validation_split: validation",
-            "doc_to_text: ''",
-            "doc_to_target: label",
-            f"doc_to_choice: '{{{{[{choices}]}}}}'",
-            "metric_list:",
-            "  - metric: acc",
+            "training_split: null",
             "",
         ]
     )
@@ -127,8 +130,9 @@ def main() -> None:
                 "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples[language]), encoding="utf-8"
             )
             names[language] = f"tli_xnli_{language}"
+            lm_eval_task = lm_eval_task_file(lm_eval_python(args.lm_eval), language)
             (tasks_dir / f"{names[language]}.yaml").write_text(
-                task_yaml(names[language], language, data), encoding="utf-8"
+                task_yaml(names[language], lm_eval_task, data), encoding="utf-8"
             )
 
         command = [
@@ -157,7 +161,8 @@ def main() -> None:
         golden = {
             "description": "lm-evaluation-harness's own per-candidate XNLI log-likelihoods on the embedded tiny model "
             "(tests/test_lm_eval_golden.py). Candidate j of an example is scored as the summed "
-            "log-probability of ' ' + premise + ', {question}? {verbalizer_j}, ' + hypothesis given BOS.",
+            "log-probability of ' ' + premise + ', {question}? {verbalizer_j}, ' + hypothesis given BOS; "
+            "'continuations' are the strings lm-eval scored, from its own xnli_<lang> task.",
             "regenerate": COMMAND,
             "commands": [" ".join(f"{k}={v}" for k, v in OFFLINE.items()) + " " + shlex.join(command)],
             "versions": lm_eval_versions(lm_eval_python(args.lm_eval)),
@@ -180,7 +185,21 @@ def main() -> None:
                 loglik = [float(r[0]) for r in sample["filtered_resps"]]
                 if len(loglik) != 3:
                     sys.exit(f"{language}: expected 3 responses, got {sample['filtered_resps']}")
-                rows.append({**example, "loglikelihoods": loglik, "prediction": argmax(loglik)})
+                # lm-eval's requests: (context, continuation) per candidate. The continuation is the text
+                # scored, so the test can check our candidate strings against lm-eval's own.
+                # lm-eval 0.4 logs them as {"gen_args_<j>": {"arg_0": context, "arg_1": continuation}}.
+                requests = [sample["arguments"][f"gen_args_{j}"] for j in range(3)]
+                continuations = [request["arg_1"] for request in requests]
+                if [request["arg_0"] for request in requests] != ["", "", ""]:
+                    sys.exit(f"{language}: expected empty contexts, got {sample['arguments']}")
+                rows.append(
+                    {
+                        **example,
+                        "continuations": continuations,
+                        "loglikelihoods": loglik,
+                        "prediction": argmax(loglik),
+                    }
+                )
             golden["languages"][language] = {"task": names[language], "examples": rows}
             acc = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
             print(f"{language}: {len(rows)} examples, lm-eval acc {acc:.3f}")

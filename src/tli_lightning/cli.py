@@ -40,6 +40,11 @@ CKPT_PATH_HELP = (
     "checkpoints/<name>/version_<n>) = that run's newest checkpoint; or a .ckpt file. The resumed run writes on "
     "into the run it resumes. Without it, fit starts a new run and never resumes anything. (default: null)"
 )
+SUBCOMMAND_HELP = {
+    "fit": "Train a new run (or resume one with --ckpt_path), measuring before training and after every epoch.",
+    "validate": "Contrastive loss and similarities on the control pairs, of a run's checkpoint (--ckpt_path).",
+    "test": "The same as validate, logged as a test.",
+}
 DEFAULT_CALLBACKS = [
     # First: its signal handlers must be in place before the (long) baseline evaluation starts.
     _component("tli_lightning.callbacks.ExactResume"),
@@ -87,6 +92,7 @@ def _configure_logging() -> None:
         r".*LeafSpec.*",
         r".*distributed.nn.functional.all_gather is deprecated.*",  # Lightning's own all_gather
         r".*is not supported by the model summary.*",  # its size estimate under bf16-mixed: nothing is wrong
+        r".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes on into its own folder
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -115,6 +121,10 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             fit = self._subcommand_parsers.get("fit") if add_subcommands else None
             if fit is not None:
                 fit._option_string_actions["--ckpt_path"].help = CKPT_PATH_HELP
+            # The subcommand list shows what each does here, not the Trainer methods' docstrings.
+            action = getattr(self.parser, "_subcommands_action", None) if add_subcommands else None
+            for choice in getattr(action, "_choices_actions", []):
+                choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
 
         def _parse_ckpt_path(self) -> None:
             # Lightning would torch.load the whole checkpoint here (GBs for full fine-tuning) and let its
@@ -170,14 +180,17 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             self.datamodule.prepare_data()
             self.datamodule.setup("fit")
             config = self.config[self.subcommand]
-            session.run, session.fresh = _resolve_run(config)
-            session.trainer = self.trainer
+            run, fresh = _resolve_run(config)
+            if run.resumed_from is not None:
+                # Refusals first: a refused resume must leave the run as it was.
+                _check_resume_matches(self.parser, self.config, self.subcommand, run)
+                _check_something_left_to_train(config, run)
+            session.run, session.fresh, session.trainer = run, fresh, self.trainer
             _point_at_run(self.trainer, session.run, fresh=session.fresh)
             self.trainer.strategy.checkpoint_io = runs.atomic_checkpoint_io()
             if session.fresh:
                 _write_tensorboard_layout(self.trainer, self.datamodule)
             if session.run.resumed_from is not None:
-                _check_resume_matches(self.parser, self.config, self.subcommand, session.run)
                 self.config_init[self.subcommand]["ckpt_path"] = str(session.run.resumed_from)
                 for note in session.run.notes:
                     log.info(note)
@@ -348,6 +361,33 @@ def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
         )
 
 
+class _AlreadyFinished(Exception):
+    """A resume of a finished run with nothing left to train: said, and the run left untouched (exit 0)."""
+
+
+def _check_something_left_to_train(config, run) -> None:
+    import json
+
+    summary_file = run.log_dir / "summary.json"
+    if not summary_file.is_file():
+        return
+    try:
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if summary.get("status") != "finished" or summary.get("global_step") != run.resumed_step:
+        return
+    max_epochs, max_steps = config.trainer.max_epochs, config.trainer.max_steps
+    epochs_done = max_epochs is not None and max_epochs != -1 and summary.get("epochs_completed", 0) >= max_epochs
+    steps_done = max_steps is not None and max_steps != -1 and run.resumed_step >= max_steps
+    if epochs_done or steps_done:
+        raise _AlreadyFinished(
+            f"run {run.name}/version_{run.version} already finished at step {run.resumed_step} "
+            f"({summary.get('epochs_completed')} epochs): nothing left to train, nothing changed. To train it "
+            "further, raise --trainer.max_epochs; its results are in " + str(run.log_dir)
+        )
+
+
 def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) -> None:
     """Summary to the terminal and to summary.json; after an interruption or a crash, how to resume."""
     from tli_lightning import runs
@@ -358,7 +398,10 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
     if status != "finished" and session.fresh and trainer.global_step == 0:
         runs.discard_unused(run)  # stopped before it started: nothing a later compare or resume would find
         if not run.log_dir.exists():
+            print(f"{status} before its first checkpoint: nothing to resume; run the command again", file=sys.stderr)
             return
+    if not session.fresh and trainer.global_step < run.resumed_step:
+        return  # stopped before the checkpoint was restored: the run is as it was, its summary included
     summary = runs.summarize(trainer, run, status)
     path = runs.write_summary(run, summary)
     runs.log_hparams(trainer.loggers[0], summary)
@@ -416,6 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         else:
             # LightningCLI reads sys.argv itself when run as a command (and warns if given both).
             _lightning_cli(["fit"] if not argv else None if from_command_line else argv, session)
+    except _AlreadyFinished as done:
+        print(done)
     except TLIError as error:
         print(f"error: {error}", file=sys.stderr)
         _finish_quietly(session, "failed")
@@ -435,7 +480,14 @@ def main(argv: list[str] | None = None) -> None:
         # Lightning's own SIGTERM handling (before ExactResume's replaces it) exits with no code, i.e. 0.
         _finish_quietly(session, "interrupted")
         raise SystemExit(143) from None
-    except Exception:
+    except Exception as error:
+        if type(error).__name__ == "MisconfigurationException" and session.trainer is None:
+            # Lightning refusing the trainer's settings (e.g. a GPU config on a machine without one): bad input.
+            hint = ""
+            if "gpu" in str(error).lower():
+                hint = " (configs/multi_gpu/*.yaml ask for GPUs; on a CPU add --trainer.accelerator cpu after them)"
+            print(f"error: {' '.join(str(error).split())}{hint}", file=sys.stderr)
+            raise SystemExit(2) from None
         # A crash: the traceback is for the developer; the summary and resume hint for the user.
         _finish_quietly(session, "failed")
         raise

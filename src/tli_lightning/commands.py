@@ -179,6 +179,15 @@ def _output(path: str) -> Path:
     return output
 
 
+def _bundled(path: str, demo_file: str) -> str:
+    """``demo`` names the bundled demo file, as in fit's --data options."""
+    if path != "demo":
+        return path
+    from tli_lightning.tiny_model import demo_data_path
+
+    return str(demo_data_path(demo_file))
+
+
 def scan(argv: list[str]) -> None:
     parser = OneLineArgumentParser(
         prog="python -m tli_lightning scan",
@@ -186,9 +195,14 @@ def scan(argv: list[str]) -> None:
     )
     _model_options(parser)
     parser.add_argument(
-        "--lexicon", required=True, help="pairs to measure: TSV with a header, or the TLI paper's JSON list"
+        "--lexicon",
+        required=True,
+        help="pairs to measure: TSV with a header, or the TLI paper's JSON list; demo = the bundled lexicon",
     )
-    parser.add_argument("--control", help="a second pair set (e.g. held-out control pairs), reported beside the first")
+    parser.add_argument(
+        "--control",
+        help="a second pair set (e.g. held-out control pairs), reported beside the first; demo = the bundled one",
+    )
     parser.add_argument("--source-column", default="sw", help="TSV column / JSON key of the source word (default: sw)")
     parser.add_argument("--target-column", default="en", help="TSV column / JSON key of the target word (default: en)")
     parser.add_argument("--limit", type=_positive, help="measure only the first N pairs of each set")
@@ -208,9 +222,11 @@ def scan(argv: list[str]) -> None:
 
     settings = base_settings(args)
     template = args.template or settings["template"] or "{word}"
-    sets = {"pairs": read_lexicon(args.lexicon, args.source_column, args.target_column).pairs[: args.limit]}
+    lexicon = _bundled(args.lexicon, "lexicon_trained.tsv")
+    sets = {"pairs": read_lexicon(lexicon, args.source_column, args.target_column).pairs[: args.limit]}
     if args.control:
-        sets["control"] = read_lexicon(args.control, args.source_column, args.target_column).pairs[: args.limit]
+        control = _bundled(args.control, "lexicon_control.tsv")
+        sets["control"] = read_lexicon(control, args.source_column, args.target_column).pairs[: args.limit]
     for name, pairs in sets.items():
         if len(pairs) < 2:
             raise TLIError(f"--{'lexicon' if name == 'pairs' else 'control'}: need at least 2 pairs, got {len(pairs)}")
@@ -254,23 +270,38 @@ def zeroshot(argv: list[str]) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="local JSONL/TSV (premise, hypothesis, label), a pattern with {lang}, or the hub id facebook/xnli",
+        help="local JSONL/TSV (premise, hypothesis, label), a pattern with {lang}, the hub id facebook/xnli, or demo "
+        "(the bundled examples)",
     )
     parser.add_argument(
         "--language", required=True, help="XNLI language code for the verbalizers (and the hub config), e.g. sw"
     )
     parser.add_argument("--split", default="validation", help="hub split (default: validation, what lm-eval scores)")
-    parser.add_argument("--limit", type=_positive, help="score only the first N examples (as lm-eval's --limit)")
+    subset = parser.add_mutually_exclusive_group()
+    subset.add_argument("--limit", type=_positive, help="score only the first N examples (as lm-eval's --limit)")
+    subset.add_argument(
+        "--sample",
+        type=_positive,
+        help="score the seeded, label-stratified N examples a run with --data.xnli_limit N evaluated (with the "
+        "run's --data.seed: --seed)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed of --sample (default: 42, fit's --data.seed)")
     parser.add_argument(
-        "--output", default="preds.jsonl", help="per-example JSONL in input order (default: preds.jsonl)"
+        "--output",
+        default="preds.jsonl",
+        help="per-example JSONL; 'index' is the example's row in --data (default: preds.jsonl)",
     )
     args = parser.parse_args(argv)
 
-    from tli_lightning.xnli import candidate_templates, load_xnli
+    from tli_lightning.xnli import candidate_templates, load_xnli, stratified_indices
 
     settings = base_settings(args)
     templates = candidate_templates(args.language)
-    examples = load_xnli(args.data, args.language, args.split)[: args.limit]
+    examples = load_xnli(_bundled(args.data, "xnli_{lang}.jsonl"), args.language, args.split)
+    rows = list(range(len(examples)))[: args.limit]
+    if args.sample is not None:
+        rows = stratified_indices([e.label for e in examples], args.sample, args.seed)
+    examples = [examples[i] for i in rows]
     output = _output(args.output)
     model, tokenizer = _load(args, settings)
 
@@ -288,7 +319,7 @@ def zeroshot(argv: list[str]) -> None:
     predictions = loglik.argmax(dim=1).tolist()
     used = _record(settings, args)  # on every line: a file of scores names the base they were made on
     with output.open("w", encoding="utf-8") as handle:
-        for index, (example, row, prediction) in enumerate(zip(examples, loglik.tolist(), predictions)):
+        for index, example, row, prediction in zip(rows, examples, loglik.tolist(), predictions):
             record = {"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction}
             handle.write(json.dumps({**record, "settings": used}) + "\n")
     scores = classification_scores(predictions, [e.label for e in examples])

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import LeakagePolicy, Pair, read_lexicon, resolve_leakage, split_control
 from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader, batches_per_epoch
+from tli_lightning.textfiles import read_text
 from tli_lightning.tiny_model import demo_data_path
 from tli_lightning.xnli import XNLIExample, candidate_templates, load_xnli, stratified_indices
 
@@ -48,6 +50,8 @@ def collate_pairs(pairs: Sequence[Pair]) -> dict[str, list[str]]:
 
 
 class TLIDataModule(L.LightningDataModule):
+    """The data: conflict-free Swahili-English lexicon batches, held-out control pairs, XNLI examples."""
+
     def __init__(
         self,
         lexicon_path: str = DEMO,
@@ -100,6 +104,8 @@ class TLIDataModule(L.LightningDataModule):
             raise TLIError("xnli_languages must name at least one language, e.g. [sw, en]")
         for language in xnli_languages:
             candidate_templates(language)  # lm-eval's verbalizers must exist: refused now, not after loading a model
+        if lexicon_path != DEMO and not Path(lexicon_path).is_file():  # a mistyped path before any rule about it
+            read_text(lexicon_path, "lexicon file")
         if control_path == DEMO and lexicon_path != DEMO:
             raise TLIError(
                 "control_path 'demo' is the bundled control set of the bundled lexicon; with your own "

@@ -64,6 +64,8 @@ def load_causal_lm(
     ``progress=False`` hides transformers' weight-loading bar.
     """
     path = resolve_model_path(model_name_or_path)
+    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+        raise TLIError(f"model directory not found: {path} (a local path; hub ids look like owner/name)")
     device = torch.device(device) if device is not None else torch.device("cpu")
     from transformers.utils import logging as transformers_logging
 
@@ -80,7 +82,7 @@ def load_causal_lm(
             trust_remote_code=trust_remote_code,
         )
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a directory that holds no model (no config.json)
         hint = "" if Path(path).exists() else " (not a local directory; is the hub reachable from here?)"
         raise TLIError(f"cannot load model {model_name_or_path!r}{hint}: {error}") from error
     finally:

@@ -43,6 +43,12 @@ def _require(condition: bool, message: str) -> None:
 
 
 class TLIModule(L.LightningModule):
+    """The model: a (4-bit) causal LM with LoRA or full-rank training on its early blocks (hidden_states indices).
+
+    Layer numbering follows ``hidden_states``: 0 = embeddings, i = output of block i-1, -1 = the final
+    normed output. Blocks (what is adapted) are numbered 0..N-1.
+    """
+
     def __init__(
         self,
         model_name_or_path: str = "tiny",
@@ -71,8 +77,6 @@ class TLIModule(L.LightningModule):
         master_weights: bool = True,
     ) -> None:
         """
-        Layer numbering follows ``hidden_states``: 0 = embeddings, i = output of block i-1,
-        -1 = final normed output. Blocks (what is adapted) are numbered 0..N-1.
 
         Args:
             model_name_or_path: Hub id or local directory of a Llama/Mistral/Qwen2-style causal

@@ -106,10 +106,10 @@ def _make_writable_dir(directory: Path) -> None:
 
 
 def discard_unused(run: Run) -> None:
-    """Remove a new run's directories if it produced nothing worth keeping (no checkpoint, no evaluation):
-    a run that failed before it started leaves nothing a later `compare` or `--ckpt_path last` would find."""
-    produced = [p for p in run.checkpoint_dir.glob("*.ckpt")] + [p for p in run.log_dir.glob("*/*.json")]
-    if not produced:
+    """Remove a new run's directories if it stopped before its first checkpoint: nothing could resume it,
+    so nothing is left for a later `compare` or `--ckpt_path last` to find (a baseline evaluation alone
+    is not a run)."""
+    if not any(run.checkpoint_dir.glob("*.ckpt")):
         shutil.rmtree(run.log_dir, ignore_errors=True)
         shutil.rmtree(run.checkpoint_dir, ignore_errors=True)
 
