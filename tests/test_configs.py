@@ -160,7 +160,8 @@ def test_the_demo_grid_runs_every_arm_and_reports_no_alignment_on_random_models(
     # each a real fit inside the output directory, then compare.
     grid = tmp_path / "grid"
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "demo_grid.py"), "--max-epochs", "1", "--seeds", "2", "--output", grid],
+        [sys.executable, str(REPO / "tools" / "demo_grid.py"), "--max-epochs", "1", "--seeds", "2", "--jobs", "2"]
+        + ["--output", str(grid)],
         capture_output=True,
         text=True,
         timeout=900,

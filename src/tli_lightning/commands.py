@@ -250,7 +250,7 @@ def scan(argv: list[str]) -> None:
 
     columns = ("cos", "cos_bos", "cos_random", "gap", "cos_centered", "p_at_1_s2t", "mrr_s2t")
     for name, entry in report["sets"].items():
-        print(f"\n{name}: {len(entry['pairs'])} pairs")
+        print(f"\n{'--lexicon' if name == 'pairs' else '--control'}: {len(entry['pairs'])} pairs")
         print("layer " + " ".join(f"{c:>12}" for c in columns))
         for layer in report["layers"]:
             print(f"{layer:>5} " + " ".join(f"{entry[c][layer]:>12.4f}" for c in columns))
