@@ -11,9 +11,9 @@ tiktoken``). No model weights are needed.
 It counts, with the real tokenizer and the package's own scoring plan (each premise once, then the three
 candidates on its cache; length-sorted batches), the tokens one XNLI evaluation runs through the model and
 the positions where the LM head is read, and the tokens of the layer scan. Time = tokens / a measured rate:
-``--tokens-per-second`` defaults to 30,000, the rate DESIGN.md section 5 measured for XNLI-style scoring of a
-Llama-3.1-8B-shaped NF4 model on one H100. Memory = the 4-bit model (5.7 GiB, measured there) plus the largest
-batch's KV cache and LM-head logits, computed from the counted lengths.
+``--tokens-per-second`` defaults to 30,000, the rate ../shared/DESIGN.md section 5 measured for XNLI-style
+scoring of a Llama-3.1-8B-shaped NF4 model on one H100. Memory = the 4-bit model (5.7 GiB, measured there)
+plus the largest batch's KV cache and LM-head logits, computed from the counted lengths.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import json
 # Llama-3.1-8B (and Lugha-Llama-8B-wura, its continued pre-training).
 BLOCKS, HIDDEN, KV_HEADS, HEAD_DIM, VOCAB = 32, 4096, 8, 128, 128256
 PARAMETERS = 8.03e9
-MODEL_GIB = 5.7  # the NF4 model on an H100, DESIGN.md section 5
+MODEL_GIB = 5.7  # the NF4 model on an H100, ../shared/DESIGN.md section 5
 H100_BF16_DENSE_FLOPS = 989e12
 GIB = 2**30
 
@@ -137,7 +137,7 @@ def main() -> None:
         "word_vectors_host_gib": len(words) * (BLOCKS + 1) * HIDDEN * 4 / GIB,
     }
 
-    print(f"tokenizer: {args.tokenizer}; time = tokens / {rate:,.0f} tokens/s (H100, NF4 8B, DESIGN.md section 5)")
+    print(f"tokenizer: {args.tokenizer}; time = tokens / {rate:,.0f} tokens/s (H100, NF4 8B, ../shared/DESIGN.md)")
     total = 0.0
     for language, cost in result["xnli"].items():
         padded = cost["tokens_shared_prefix_padded"]

@@ -80,7 +80,7 @@ def test_the_lm_head_in_chunks_gives_the_same_scores(tiny_float, monkeypatch):
     whole = score_xnli(model, tokenizer, EXAMPLES, "sw")
     monkeypatch.setattr(zeroshot, "LOGITS_PER_CHUNK", 3 * model.config.vocab_size)  # 3 positions at a time
     # Row for row the same arithmetic; only the matrix kernel may round differently for other shapes.
-    torch.testing.assert_close(score_xnli(model, tokenizer, EXAMPLES, "sw"), whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(score_xnli(model, tokenizer, EXAMPLES, "sw"), whole, atol=1e-4, rtol=0)
 
 
 def test_the_batching_plan_takes_every_group_once_and_pads_less():

@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument(
         "--jobs",
         type=int,
+        choices=range(1, 65),
+        metavar="N",
         default=1,
         help="runs at a time, sharing the CPU cores between them (default: 1; 2 is faster on 2 cores)",
     )
@@ -83,8 +85,11 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     plan = [(arm, seed) for arm in EARLY_ARMS for seed in SEEDS[: args.seeds]] + [(arm, SEEDS[0]) for arm in OTHER_ARMS]
     threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # runs claim their version directories atomically
+    pool = ThreadPoolExecutor(max_workers=args.jobs)  # runs claim their version directories atomically
+    try:
         runs = list(pool.map(lambda job: run_arm(*job, extra, output, threads), plan))
+    finally:
+        pool.shutdown(cancel_futures=True)  # a failed run: the queued ones are not started
     command = [sys.executable, "-m", "tli_lightning", "compare", *runs, "--output", "."]
     subprocess.run(command, check=True, cwd=output)
     print(f"report: {output / 'report.md'}")

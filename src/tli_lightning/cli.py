@@ -71,6 +71,7 @@ class _Session:
     def __init__(self) -> None:
         self.run = None
         self.fresh = False
+        self.resume_config: Path | None = None  # this session's config.resumed<k>_at_step<S>.yaml
         self.command: list[str] = []
         self.trainer = None
 
@@ -213,6 +214,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
                 # One file per resumption, also when the same checkpoint is resumed twice.
                 taken = len(list(run.log_dir.glob("config.resumed*.yaml")))
                 self.config_filename = f"config.resumed{taken + 1}_at_step{run.resumed_step}.yaml"
+                session.resume_config = run.log_dir / self.config_filename
             super().setup(trainer, pl_module, stage)
 
     TLICLI(
@@ -381,10 +383,12 @@ def _check_something_left_to_train(config, run) -> None:
     epochs_done = max_epochs is not None and max_epochs != -1 and summary.get("epochs_completed", 0) >= max_epochs
     steps_done = max_steps is not None and max_steps != -1 and run.resumed_step >= max_steps
     if epochs_done or steps_done:
+        epochs = summary.get("epochs_completed")
+        limit = "--trainer.max_steps" if steps_done else "--trainer.max_epochs"
         raise _AlreadyFinished(
             f"run {run.name}/version_{run.version} already finished at step {run.resumed_step} "
-            f"({summary.get('epochs_completed')} epochs): nothing left to train, nothing changed. To train it "
-            "further, raise --trainer.max_epochs; its results are in " + str(run.log_dir)
+            f"({epochs} epoch{'' if epochs == 1 else 's'}): nothing left to train, nothing changed. To train it "
+            f"further, raise {limit}; its results are in {run.log_dir}"
         )
 
 
@@ -401,7 +405,15 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
             print(f"{status} before its first checkpoint: nothing to resume; run the command again", file=sys.stderr)
             return
     if not session.fresh and trainer.global_step < run.resumed_step:
-        return  # stopped before the checkpoint was restored: the run is as it was, its summary included
+        # Stopped before the checkpoint was restored (e.g. while the model loaded): the run is as it was.
+        if session.resume_config is not None:
+            session.resume_config.unlink(missing_ok=True)
+        print(
+            f"{status} before {run.resumed_from} was restored: the run is unchanged; resume with: "
+            f"{_resume_command(session, run)}",
+            file=sys.stderr,
+        )
+        return
     summary = runs.summarize(trainer, run, status)
     path = runs.write_summary(run, summary)
     runs.log_hparams(trainer.loggers[0], summary)

@@ -57,7 +57,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "(default: the adapter's training setting, else 32-true)",
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--batch-size", type=_positive, default=32, help="sequences per forward pass (default: 32)")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=32,
+        help="per forward pass: words (scan), or XNLI examples with their three candidates (zeroshot) (default: 32)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

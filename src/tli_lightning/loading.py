@@ -64,7 +64,9 @@ def load_causal_lm(
     ``progress=False`` hides transformers' weight-loading bar.
     """
     path = resolve_model_path(model_name_or_path)
-    if path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+    if path.startswith("~"):  # from_pretrained would take it for a hub id
+        path = str(Path(path).expanduser())
+    if path.startswith(("/", "./", "../")) and not Path(path).is_dir():
         raise TLIError(f"model directory not found: {path} (a local path; hub ids look like owner/name)")
     device = torch.device(device) if device is not None else torch.device("cpu")
     from transformers.utils import logging as transformers_logging

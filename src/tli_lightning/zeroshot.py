@@ -49,8 +49,9 @@ def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: torch.de
     return ids.to(device), mask.to(device)
 
 
-# LM-head outputs computed at once: 2**26 float32 logits = 256 MiB, about 500 positions of a 128k vocabulary.
-# Unchunked, one batch of 32 Swahili XNLI examples at 8B scale needs 3.6 GiB for them (benchmarks/RESULTS.md).
+# LM-head outputs computed at once: 2**26 logits, about 500 positions of a 128k vocabulary; with their bf16
+# original, float32 copy and log-softmax 0.62 GiB. Unchunked, the largest batch of 32 Swahili XNLI examples at
+# 8B scale needs 4.9 GiB for them (benchmarks/RESULTS.md, section 3).
 LOGITS_PER_CHUNK = 2**26
 
 
@@ -59,7 +60,7 @@ def _token_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> T
     vocabulary = getattr(head, "out_features", None) or head.weight.shape[0]
     rows = max(1, LOGITS_PER_CHUNK // vocabulary)
     chosen = []
-    for start in range(0, len(hidden), rows):  # row by row, so chunking changes no number
+    for start in range(0, len(hidden), rows):  # the same arithmetic per row; only kernels may round differently
         logprobs = torch.log_softmax(head(hidden[start : start + rows]).float(), dim=-1)
         chosen.append(logprobs.gather(1, targets[start : start + rows, None]).squeeze(1))
     # float64 from here: a float32 running sum near -600 moves in steps of 6e-5, enough to

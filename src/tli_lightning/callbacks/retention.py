@@ -47,7 +47,7 @@ class ZeroShotRetention(EpochMeasurement):
             templates with ``{premise}``/``{hypothesis}``, replacing lm-eval's verbalizers.
         limit: At most this many examples per language (the first ones).
         every_n_epochs: Evaluate after every n-th epoch.
-        batch_size: Candidate sequences per forward pass.
+        batch_size: XNLI examples per forward pass (each with its three candidates).
         progress: Show a progress bar.
     """
 
