@@ -38,7 +38,7 @@ CKPT_PATH_HELP = (
     "Resume a run exactly where it stopped (its batches, weights, RNG, evaluations). 'last' = the newest "
     "checkpoint of the newest run of this name that has one; a run directory (logs/<name>/version_<n> or "
     "checkpoints/<name>/version_<n>) = that run's newest checkpoint; or a .ckpt file. The resumed run writes on "
-    "into the run it resumes. Without it, fit starts a new run and never resumes anything. (default: null)"
+    "into the run it resumes. Without it, fit starts a new run and never resumes anything."
 )
 SUBCOMMAND_HELP = {
     "fit": "Train a new run (or resume one with --ckpt_path), measuring before training and after every epoch.",
