@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,28 @@ def cli(args: list[str], cwd: Path, timeout: int = 600, env: dict | None = None)
         text=True,
         timeout=timeout,
     )
+
+
+def fit_probed(configs: list[Path], root: Path, extra: list[str] = ()) -> tuple[subprocess.CompletedProcess, dict]:
+    """A shipped recipe (``configs`` in order) on the tiny model for 3 optimizer steps, checked from inside by
+    ``probes.ArmProbe``: the run's result and what the probe found (empty if the run failed before writing it)."""
+    probe = root / "probe.json"
+    args = [arg for config in configs for arg in ("--config", str(config))]
+    result = cli(
+        [
+            "fit",
+            *args,
+            *ON_TINY,
+            *QUICK,
+            *extra,
+            "--data.xnli_limit=3",
+            "--trainer.max_steps=3",
+            "--trainer.callbacks+=probes.ArmProbe",
+            f"--trainer.callbacks.report={probe}",
+        ],
+        root,
+    )
+    return result, json.loads(probe.read_text()) if probe.is_file() else {}
 
 
 def run_main(args: list[str]) -> tuple[int, str, str]:

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from cli_helpers import ON_TINY, QUICK, REPO, TRAINABLE_ON_TINY, cli, run_main
+from cli_helpers import REPO, TRAINABLE_ON_TINY, cli, fit_probed, run_main
 
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 ARMS = sorted((REPO / "configs" / "lugha_llama_8b").glob("*.yaml"))
@@ -112,24 +112,9 @@ def test_every_config_key_is_an_option_of_fit(path):
 @pytest.mark.parametrize("path", ARMS, ids=[a.stem for a in ARMS])
 def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_dir, path):
     # The recipe as shipped (precision, quantization, optimizer, checkpointing...), with only the 8B model
-    # and the real data swapped for the tiny model and the bundled data; two optimizer steps.
-    probe = tmp_path / "probe.json"
-    result = cli(
-        [
-            "fit",
-            "--config",
-            str(path),
-            *ON_TINY,
-            *QUICK,
-            "--data.xnli_limit=3",
-            "--trainer.max_steps=3",
-            "--trainer.callbacks+=probes.ArmProbe",
-            f"--trainer.callbacks.report={probe}",
-        ],
-        tmp_path,
-    )
+    # and the real data swapped for the tiny model and the bundled data; three optimizer steps.
+    result, found = fit_probed([path], tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    found = json.loads(probe.read_text())
     assert found["trainable"] == found["gradients"] == TRAINABLE_ON_TINY[path.stem]
     assert found["precision"] == "bf16-mixed"
     assert (found["lora"] > 0) == ("lora" in path.stem) and (found["packed"] > 0) == ("lora" in path.stem)

@@ -14,7 +14,7 @@ import torch
 
 from tli_lightning.tiny_model import demo_data_path
 
-from cli_helpers import ON_TINY, QUICK, REPO, TRAINABLE_ON_TINY, cli, load, scalars
+from cli_helpers import QUICK, REPO, TRAINABLE_ON_TINY, cli, fit_probed, load, scalars
 
 pytestmark = pytest.mark.slow
 TWO = ["--trainer.accelerator=cpu", "--trainer.devices=2"]
@@ -140,25 +140,10 @@ def test_fsdp_full_fine_tuning_matches_one_process_and_resumes_exactly(tmp_path)
 def test_each_multi_gpu_config_runs_its_arm_as_shipped_on_two_processes(tmp_path, tiny_dir, arm, parallel):
     # The shipped pair of configs (precision, optimizer, checkpointing, strategy), with only the 8B model, the
     # real data and the GPUs swapped for the tiny model, the bundled data and 2 CPU processes.
-    probe = tmp_path / "probe.json"
-    result = cli(
-        [
-            "fit",
-            *("--config", str(REPO / "configs" / "lugha_llama_8b" / f"{arm}.yaml")),
-            *("--config", str(REPO / "configs" / "multi_gpu" / f"{parallel}.yaml")),
-            *ON_TINY,
-            *QUICK,
-            *TWO,
-            "--data.xnli_limit=3",
-            "--trainer.max_steps=3",
-            "--trainer.callbacks+=probes.ArmProbe",
-            f"--trainer.callbacks.report={probe}",
-        ],
-        tmp_path,
-    )
+    configs = [REPO / "configs" / "lugha_llama_8b" / f"{arm}.yaml", REPO / "configs" / "multi_gpu" / f"{parallel}.yaml"]
+    result, found = fit_probed(configs, tmp_path, TWO)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Traceback" not in result.stderr and "deprecated" not in result.stderr
-    found = json.loads(probe.read_text())
     assert found["trainable"] == found["gradients"] == TRAINABLE_ON_TINY[arm]
     assert found["precision"] == "bf16-mixed"
     assert (found["packed"] > 0) == (parallel == "ddp")  # 4-bit weights with DDP; FSDP shards real ones
