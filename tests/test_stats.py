@@ -105,3 +105,98 @@ def test_describe_and_welch():
     assert w["difference"] == pytest.approx(np.mean(a) - np.mean(b))
     assert w["pvalue"] == pytest.approx(sp.ttest_ind(a, b, equal_var=False).pvalue)
     assert welch([0.1], [0.2, 0.3])["pvalue"] is None
+
+
+# ---- clusters, two-stage bootstrap, Holm, detectable effects -------------------------------------------------
+
+
+def test_a_cluster_bootstrap_of_singletons_is_the_plain_bootstrap():
+    from tli_lightning.stats import cluster_bootstrap_ci
+
+    d = np.random.default_rng(1).normal(0.1, 1, 40)
+    low, high = cluster_bootstrap_ci(d, np.arange(40), seed=5, resamples=2000)
+    expected = bootstrap_ci(d, seed=5, resamples=2000)
+    assert low == pytest.approx(expected[0], abs=1e-12) and high == pytest.approx(expected[1], abs=1e-12)
+
+
+def test_a_cluster_bootstrap_resamples_whole_clusters_as_a_loop_does():
+    from tli_lightning.stats import cluster_bootstrap_ci
+
+    values = np.array([1.0, 1.0, 1.0, 0.0, 0.0, 2.0, 0.5])
+    clusters = np.array([7, 7, 7, 3, 3, 9, 4])  # ids need not be 0..K-1
+    low, high = cluster_bootstrap_ci(values, clusters, seed=2, resamples=3000)
+    # The same draws, by a loop over resamples: clusters are numbered in sorted id order.
+    members = {c: values[clusters == c] for c in sorted(set(clusters))}
+    order = list(members)
+    rng, means = np.random.default_rng(2), []
+    for start in range(0, 3000, 1000):
+        for pick in rng.integers(0, len(order), size=(min(1000, 3000 - start), len(order))):
+            chosen = np.concatenate([members[order[i]] for i in pick])
+            means.append(chosen.mean())
+    assert (low, high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    # Three identical items counted as one cluster: a wider interval than treating them as independent.
+    plain = bootstrap_ci(values, seed=2, resamples=3000)
+    assert high - low > plain[1] - plain[0]
+
+
+def test_the_two_stage_bootstrap_counts_seed_noise_and_example_noise():
+    from tli_lightning.stats import hierarchical_bootstrap
+
+    rng = np.random.default_rng(0)
+    examples = rng.normal(0.0, 1.0, 200)  # what every run shares: the benchmark's own sampling noise
+    # Arm A is 0.3 above arm B; seeds move each run by N(0, 0.2).
+    arm_a = [examples + 0.3 + rng.normal(0, 0.2) for _ in range(5)]
+    arm_b = [examples + rng.normal(0, 0.2) for _ in range(5)]
+    both = hierarchical_bootstrap([arm_a, arm_b], [1, -1], seed=1, resamples=4000)
+    assert both["paired"] and not both["degenerate"]
+    assert both["estimate"] == pytest.approx(np.mean(arm_a) - np.mean(arm_b))
+    assert both["ci_low"] < both["estimate"] < both["ci_high"]
+    # Paired: the shared examples cancel, the seed spread remains (an SE of about 0.2 * sqrt(2/5) = 0.13).
+    assert 0.07 < both["se"] < 0.2
+    # One run per arm: no seed noise to count, and the shared example noise cancels: far narrower.
+    single = hierarchical_bootstrap([arm_a[:1], arm_b[:1]], [1, -1], seed=1, resamples=4000)
+    assert single["degenerate"]  # the per-example differences are one constant: nothing varies
+    # Unpaired items (each run its own examples): the example noise no longer cancels.
+    own = [[rng.normal(0.3, 1, 200) for _ in range(5)], [rng.normal(0, 1, 200) for _ in range(5)]]
+    unpaired = hierarchical_bootstrap(own, [1, -1], paired=False, seed=1, resamples=4000)
+    assert not unpaired["paired"]
+    # Seeds identical here: the true SE is the example noise of 5 + 5 runs of 200, sqrt(2 / 1000) = 0.045. Run
+    # means differ by their own examples too, so resampling runs counts that noise again: conservative, at most
+    # sqrt(2) wider (sqrt(4 / 1000) = 0.063), never narrower.
+    assert np.sqrt(2 / 1000) * 0.9 < unpaired["se"] < np.sqrt(4 / 1000) * 1.15
+
+
+def test_the_two_stage_bootstrap_of_one_run_per_arm_is_the_paired_bootstrap_of_the_differences():
+    from tli_lightning.stats import hierarchical_bootstrap
+
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(0, 2, 300).astype(float), rng.integers(0, 2, 300).astype(float)
+    result = hierarchical_bootstrap([[a], [b]], [1, -1], seed=3, resamples=5000)
+    expected = bootstrap_ci(a - b, seed=9, resamples=5000)
+    assert result["ci_low"] == pytest.approx(expected[0], abs=0.012)
+    assert result["ci_high"] == pytest.approx(expected[1], abs=0.012)
+
+
+def test_holm_on_a_family_computed_by_hand():
+    from tli_lightning.stats import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, None, 0.9]) == [1.0, None, 1.0]  # 2 x 0.5, then never below the previous
+    assert holm([]) == []
+
+
+def test_the_detectable_change_gives_80_percent_power_to_the_exact_mcnemar_test():
+    from tli_lightning.stats import mcnemar_mde
+
+    d = mcnemar_mde(500, 0.1)
+    assert 0.035 < d < 0.045  # DESIGN.md: about 0.04-0.06 at 500 examples
+    assert 0.015 < mcnemar_mde(2490, 0.1) < 0.02 < mcnemar_mde(2490, 0.2) < 0.03
+    assert mcnemar_mde(60, 0.3) > 0.15 and mcnemar_mde(60, 0.1) is None  # 60 examples: almost nothing detectable
+    # Simulated: 500 examples, 10% discordant, gained - lost = d * 500 on average.
+    rng = np.random.default_rng(0)
+    gained_rate, lost_rate = (0.1 + d) / 2, (0.1 - d) / 2
+    hits = 0
+    for _ in range(1500):
+        counts = rng.multinomial(500, [gained_rate, lost_rate, 1 - gained_rate - lost_rate])
+        hits += sp.binomtest(int(counts[0]), int(counts[0] + counts[1])).pvalue < 0.05
+    assert 0.7 < hits / 1500 < 0.87  # the exact test is a little conservative

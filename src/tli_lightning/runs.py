@@ -251,7 +251,7 @@ def write_summary(run: Run, summary: dict[str, Any]) -> Path:
 
 # ---- what a run tells its user when it ends ------------------------------------------------
 
-SUMMARY_METRICS = ("cos", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s")
+SUMMARY_METRICS = ("csls_p_at_1", "cos", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s")
 
 
 def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
@@ -289,7 +289,10 @@ def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
                 "epoch": after["epoch"],
                 "layers": {
                     str(layer): {
-                        name: {m: [entry[m][layer], after["sets"][name][m][layer]] for m in SUMMARY_METRICS}
+                        name: {
+                            **{m: [entry[m][layer], after["sets"][name][m][layer]] for m in SUMMARY_METRICS},
+                            "chance_p_at_1": entry.get("chance_p_at_1"),
+                        }
                         for name, entry in before["sets"].items()
                     }
                     for layer in layers
@@ -369,14 +372,17 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
     alignment = summary.get("alignment")
     if alignment:
         lines.append(
-            f"alignment, before training -> epoch {alignment['epoch']} (gap = pair cosine - random-pair cosine):"
+            f"alignment, before training -> epoch {alignment['epoch']} (primary: CSLS P@1, retrieval among every "
+            "target word, centered; gap = pair - random-pair cosine, descriptive):"
         )
         for layer, sets in alignment["layers"].items():
             which = "target" if int(layer) == summary.get("target_layer") else "final"
             for name, m in sets.items():
+                p = m.get("csls_p_at_1")
+                chance = m.get("chance_p_at_1")
+                primary = f"CSLS P@1 {p[0]:.3f} -> {p[1]:.3f} (chance {chance:.3f})   " if p and chance else ""
                 lines.append(
-                    f"  layer {layer:>2} ({which:6}) {name:8} gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
-                    f"P@1 {m['p_at_1_s2t'][0]:.3f} -> {m['p_at_1_s2t'][1]:.3f}   "
+                    f"  layer {layer:>2} ({which:6}) {name:8} {primary}gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
                     f"cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
                 )
     xnli = summary.get("xnli")

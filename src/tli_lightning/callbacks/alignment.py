@@ -133,7 +133,8 @@ class LayerwiseAlignment(EpochMeasurement):
         report["global_step"] = trainer.global_step
         summary = {k: v for k, v in report.items() if k != "sets"}
         summary["sets"] = {
-            s: {**{m: e[m] for m in METRICS}, "candidates": e["candidates"]} for s, e in report["sets"].items()
+            s: {**{m: e[m] for m in METRICS}, **{k: e[k] for k in ("candidates", "pool_candidates", "chance_p_at_1")}}
+            for s, e in report["sets"].items()
         }
         summary["name"] = name
         if self.baseline is None:

@@ -24,13 +24,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="python -m tli_lightning compare",
         description=(
-            "Compare runs side by side, baseline -> final, from what they wrote (nothing is re-measured): alignment "
-            "of trained and control translation pairs at the target and final layers, zero-shot XNLI accuracy and "
-            "retention, paired statistics (t-test, Wilcoxon, bootstrap CI, exact McNemar), and a verdict in plain "
-            "words: does early-layer LoRA preserve XNLI better than full fine-tuning, and does it align never-trained "
-            "(control) pairs beyond the random-pair baseline? A run's name (--trainer.logger.init_args.name) is its "
-            "arm; runs of one arm with different seeds are aggregated. Arms may differ in any model setting; runs "
-            f"must share their data (pairs, XNLI examples and languages). {LAYERS_NOTE}"
+            "Compare runs side by side, baseline -> final, from what they wrote (nothing is re-measured), and answer "
+            "in plain words, each answer from a 95% CI that counts seed and example noise (yes / no / inconclusive "
+            "/ not answerable, rules printed in the report): does early-layer LoRA preserve zero-shot XNLI better "
+            "than full fine-tuning, and does it retrieve never-trained (control) translations above chance and "
+            "better than before training? Primary alignment endpoint: CSLS P@1 over one candidate pool shared by "
+            "every set and run, on mean-centered vectors (a shift or rescaling of the space cannot move it). A run's "
+            "name (--trainer.logger.init_args.name) is its arm; runs of one arm with different seeds are "
+            "aggregated. Arms may differ in any model setting; runs must share their data (pairs, XNLI examples and "
+            f"languages) and their base model. {LAYERS_NOTE}"
         ),
     )
     parser.add_argument(
@@ -70,8 +72,14 @@ def _parser() -> argparse.ArgumentParser:
         "--min-seeds",
         type=_positive,
         default=5,
-        help="distinct seeds an arm needs before the verdict draws a conclusion; with fewer it says "
-        "the evidence is insufficient, whatever the p-values (default: 5)",
+        help="distinct seeds an arm needs before the verdict answers; with fewer the answer is 'not answerable', "
+        "as seed noise cannot be estimated (default: 5)",
+    )
+    parser.add_argument(
+        "--allow-different-bases",
+        action="store_true",
+        help="compare runs whose base models differ (name, revision or content fingerprint); without it they are "
+        "refused, since a verdict across bases compares models, not methods; with it the report warns at the top",
     )
     return parser
 
@@ -82,13 +90,22 @@ def compare(argv: list[str]) -> None:
     if not args.run_dirs:
         raise TLIError(_NO_RUNS)
     report = build_report(
-        args.run_dirs, stats_layer=args.layer, resamples=args.resamples, seed=args.seed, min_seeds=args.min_seeds
+        args.run_dirs,
+        stats_layer=args.layer,
+        resamples=args.resamples,
+        seed=args.seed,
+        min_seeds=args.min_seeds,
+        allow_different_bases=args.allow_different_bases,
     )
     paths = write_report(report, args.output)
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    for verdict in report["verdict"].values():
-        print(f"{verdict['question']} {verdict['answer']}")
-        for c in verdict.get("comparisons", []):
-            print(f"  {c['early_lora']} vs {c['full']}: {c['answer']}: {c['words']}")
+    retention, alignment = report["verdict"]["retention"], report["verdict"]["alignment"]
+    print(f"{retention['question']} {retention['answer']}")
+    for c in retention["comparisons"]:
+        print(f"  {c['early_lora']} vs {c['full']}: {c['answer']}: {c['words']}")
+    for key, question in alignment["questions"].items():
+        print(f"{question} {alignment['answer_' + key]}")
+        for arm, v in alignment["arms"].items():
+            print(f"  {arm}: {v[key]['answer']}: {v[key]['words']}")
     print(f"wrote {', '.join(str(p) for p in paths)}")

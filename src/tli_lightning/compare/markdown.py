@@ -25,8 +25,176 @@ def _arrow(pair: Sequence[Any], sign: bool = False) -> str:
     return f"{_fmt(pair[0], sign=sign)} -> {_fmt(pair[1], sign=sign)}"
 
 
+PAPER = {
+    # arXiv 2506.15415, its public code's figures at hidden_states[2]: mean raw cosine of translation pairs.
+    "trained": (0.3211, 0.4113),
+    "control": (0.3143, 0.4033),
+    "pilot_bos": 0.99998,
+}
+
+
+def _ci(pair: Sequence[Any] | None, sign: bool = True) -> str:
+    if not pair or pair[0] is None:
+        return "n/a"
+    return f"[{_fmt(pair[0], sign=sign)}, {_fmt(pair[1], sign=sign)}]"
+
+
+def _verdict_lines(report: dict[str, Any]) -> list[str]:
+    settings, arms = report["settings"], report["arms"]
+    verdict = report["verdict"]
+    lines = ["## Verdict", "", "Decision rules, the same for every question, applied per language first:", ""]
+    lines += [f"- retention: {verdict['rules']['retention']}", f"- alignment: {verdict['rules']['alignment']}", ""]
+    ret = verdict["retention"]
+    lines += [
+        f"**{ret['question']}** {ret['answer'].capitalize()}: {ret['words']}.",
+        "",
+        f"Effect: {ret['effect']}.",
+        "",
+    ]
+    for c in ret["comparisons"]:
+        lora, full = c["early_lora"], c["full"]
+        lines.append(
+            f"- **{lora} vs {full}** ({c['full_kind']}): **{c['answer']}**; seeds {c['distinct_seeds'][lora]}"
+            f" vs {c['distinct_seeds'][full]}."
+        )
+        for lang, v in c["per_language"].items():
+            lines.append(f"  - {lang}: {v['answer']}: {v['words']}")
+        lines.append(
+            f"  - descriptive: mean accuracy change {lora} {_spread(c['acc_change'][lora], unit=' runs')}, {full} "
+            f"{_spread(c['acc_change'][full], unit=' runs')}; retention (final / baseline, secondary, meaningless "
+            f"near chance) {lora} {_spread(c['retention'][lora], sign=False)}, {full} "
+            f"{_spread(c['retention'][full], sign=False)}"
+        )
+        if c["different_bases"]:
+            lines.append(f"  - **warning: {c['different_bases']}**")
+    lines.append("")
+    ali = verdict["alignment"]
+    conf = ali["confidence"]
+    bonferroni = (
+        f" (each arm's CI at {conf:.1%}: Bonferroni over {len(ali['early_lora_arms'])} early-layer LoRA arms)"
+        if len(ali["early_lora_arms"]) > 1
+        else ""
+    )
+    lines.append(f"Alignment endpoint: {ali['endpoint']}{bonferroni}.")
+    lines.append("")
+    for key, question in ali["questions"].items():
+        lines.append(f"**{question}** {ali['answer_' + key].capitalize()}.")
+        lines.append("")
+        for arm, v in ali["arms"].items():
+            lines.append(f"- {arm} ({arms[arm]['kind']}): {v[key]['answer']}: {v[key]['words']}")
+        if not ali["arms"]:
+            lines.append("- no early-layer LoRA run among those compared")
+        lines.append("")
+    notes = [f"- {arm}: {v['note']}" for arm, v in ali["arms"].items() if v["note"]]
+    if notes:
+        lines += ["Descriptive, not evidence either way:", "", *notes, ""]
+    if settings["stats_layer"] != 2:
+        lines += [f"Note: {ali.get('note')}.", ""]
+    return lines
+
+
+def _context_lines(report: dict[str, Any]) -> list[str]:
+    lines = ["## Context: chance, sample size, what a seed varies", ""]
+    pool = report["data"].get("pool") or {}
+    if pool:
+        lines.append(
+            f"- Retrieval: {pool.get('candidates')} candidates ({pool.get('words')}), CSLS k = {pool.get('k')}, "
+            "mean-centered vectors; chance P@1 of a set is its mean of (right answers / candidates), in the tables."
+        )
+    for lang, c in report["xnli_context"].items():
+        mde = c["mde_observed"]
+        observed = (
+            f"at the {c['discordance_observed']:.0%} of examples whose answer changed in these runs, "
+            + (f"{mde:.3f}" if mde is not None else "no change is detectable")
+            if c["discordance_observed"]
+            else "no example changed answer in these runs"
+        )
+        reference = ", ".join(
+            f"{v:.3f} at {float(d):.0%}" if v is not None else f"none at {float(d):.0%}"
+            for d, v in c["mde_at_discordance"].items()
+        )
+        lines.append(
+            f"- XNLI {lang}: chance {c['chance']:.3f} (3 labels); {', '.join(map(str, c['examples']))} examples; the "
+            f"smallest within-run accuracy change an exact McNemar test detects (alpha 0.05, 80% power): {observed} "
+            f"({reference} of examples changing)."
+        )
+        if c["one_class_runs"]:
+            lines.append(
+                f"  - **{c['one_class_runs']} of {c['runs']} runs predict one class for at least 95% of the {lang} "
+                "examples** (before or after training): their accuracy is the share of that class, not reasoning."
+            )
+        if c["below_chance_baselines"]:
+            lines.append(
+                f"  - {c['below_chance_baselines']} of {c['runs']} runs start at or below chance in {lang}: a "
+                "retention ratio there mostly measures drift back towards chance."
+            )
+    varies = sorted({tuple(r["seed_varies"]) for r in report["runs"] if r.get("seed_varies")})
+    if varies:
+        for v in varies:
+            lines.append(f"- A seed varied: {', '.join(v)}.")
+    else:
+        lines.append(
+            "- A seed varied: the batch order and the LoRA initialisation and dropout (these runs do not say more)."
+        )
+    lines.append(
+        "- Items are "
+        + (
+            "the same in every run (paired across runs and arms)."
+            if report["settings"]["paired_items"]
+            else "different between runs (seeds also varied the data sample): resampled run by run."
+        )
+    )
+    lines.append("")
+    return lines
+
+
+def _paper_lines(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "## The TLI paper, side by side (layer 2)",
+        "",
+        "What the paper's numbers measured: its 0.3211 -> 0.4113 (trained) and 0.3143 -> 0.4033 (control) are the "
+        "mean raw cosine of translation pairs at hidden_states[2], our `cos`: a global shift of the space raises it "
+        "for every pair of words, so alone it cannot tell alignment from anisotropy. Its pilot's 0.99998 is the "
+        "BOS-inclusive mean (`cos_bos`): from block 1 on, the BOS position carries a huge, nearly constant "
+        "activation, so every BOS-inclusive vector looks alike. The `gap` subtracts each pair's random-pair "
+        "baseline but still shrinks under a shift; the primary endpoint (CSLS P@1 over the shared pool, centered) "
+        "does not move under a shift or a rescaling.",
+        "",
+    ]
+    header = ["arm (runs)", "set", "paper cos", "cos", "cos_bos", "gap", "CSLS P@1", "chance P@1"]
+    rows = [
+        ["paper (Lugha-Llama-8B)", name, f"{PAPER[name][0]:.4f} -> {PAPER[name][1]:.4f}", "", "", "", "", ""]
+        for name in SETS
+    ]
+    rows.append(["paper pilot (BOS included)", "-", "", "", f"{PAPER['pilot_bos']:.5f}", "", "", ""])
+    for arm in report["arms"]:
+        members = [r["paper_layer"] for r in report["runs"] if r["arm"] == arm and r["paper_layer"]]
+        for name in SETS:
+            values = [m[name] for m in members if name in m]
+            if not values:
+                continue
+
+            def mean(metric: str, values: list = values) -> str:
+                pairs = [v[metric] for v in values]
+                return f"{sum(p[0] for p in pairs) / len(pairs):.4f} -> {sum(p[1] for p in pairs) / len(pairs):.4f}"
+
+            rows.append(
+                [
+                    f"{arm} ({len(values)})",
+                    name,
+                    "",
+                    mean("cos"),
+                    mean("cos_bos"),
+                    mean("gap"),
+                    mean("csls_p_at_1"),
+                    _fmt(values[0]["chance_p_at_1"]),
+                ]
+            )
+    return lines + _table(header, rows)
+
+
 def format_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: the verdict first, then one row per run, then the per-arm aggregates."""
+    """``report.md``: what was compared, the verdict with its rules, context, then tables per run and arm."""
     settings, runs, arms = report["settings"], report["runs"], report["arms"]
     layer, conf = settings["stats_layer"], settings["confidence"]
     labels = _labels(runs)
@@ -34,67 +202,62 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Comparison of {len(runs)} run(s), {len(arms)} arm(s)",
         "",
-        f"Written by `python -m tli_lightning compare`. {LAYERS_NOTE} Layer {layer} is the TLI paper's. "
-        "Gains are final - baseline (the last evaluated epoch against the evaluation before training). The margin of "
-        "a pair is its cosine minus its own random-pair baseline (its mean cosine to the other pairs' targets), so a "
-        f"shift of every vector is not counted as alignment. {conf:.0%} CIs: percentile bootstrap of the mean gain "
-        f"over pairs, {settings['bootstrap_resamples']} resamples, seed {settings['bootstrap_seed']}. Tests: paired "
-        "t-test and Wilcoxon signed-rank (scipy defaults) on the same pairs; XNLI: exact McNemar test on the same "
-        "examples.",
+        f"Written by `python -m tli_lightning compare`. {LAYERS_NOTE} Layer {layer} is the TLI paper's. Gains are "
+        "final - baseline (the last evaluated epoch against the evaluation before training).",
+        "",
+        f"**Primary endpoints.** Alignment: {report['primary_endpoints']['alignment']}, at layer {layer}. Retention: "
+        f"{report['primary_endpoints']['retention']}. Everything else in this report is secondary and descriptive.",
         "",
     ]
     if report["warnings"]:
         lines += ["## Warnings", ""] + [f"- warning: {w}" for w in report["warnings"]] + [""]
+    lines += _what_was_compared(report)
+    lines += _verdict_lines(report)
+    lines += _context_lines(report)
+    lines += _paper_lines(report)
 
-    lines += ["## Verdict", ""]
-    ret = report["verdict"]["retention"]
-    each = " (early-layer LoRA against each full fine-tuning arm on its own)" if ret["comparisons"] else ""
-    lines += [f"**{ret['question']}** {ret['answer'].capitalize()}: {ret['words']}{each}.", ""]
-    for c in ret["comparisons"]:
-        lora, full, diff = c["early_lora"], c["full"], c["difference"]
-        untested = "" if diff["pvalue"] is not None else " (needs 2+ runs per arm, with spread)"
-        lines.append(
-            f"- {lora} vs {full} ({c['full_kind']}): {c['answer']}: {c['words']}. XNLI accuracy change (final - "
-            f"baseline, mean over languages) {lora} {_spread(c['acc_change'][lora], unit=' runs')}, {full} "
-            f"{_spread(c['acc_change'][full], unit=' runs')}; difference {_fmt(diff['difference'], sign=True)}, "
-            f"Welch's t-test p = {_p(diff['pvalue'])}{untested}; seeds {c['distinct_seeds'][lora]} vs "
-            f"{c['distinct_seeds'][full]}; mean retention {lora} {_spread(c['retention'][lora], sign=False)}, "
-            f"{full} {_spread(c['retention'][full], sign=False)}"
-        )
-    sizes = ret["examples_per_language"]
-    if sizes:
-        lines.append(
-            f"- XNLI examples per language: {', '.join(map(str, sizes))} (one example moves accuracy by "
-            f"{_fmt(1 / max(sizes), 3)} or more); per-run exact McNemar tests significant at "
-            f"{settings['alpha']:.2f}: {ret['mcnemar_significant']} of {ret['mcnemar_tests']}"
-        )
-    lines.append("")
-    ali = report["verdict"]["alignment"]
-    lines.append(
-        f"**{ali['question']}** {ali['answer'].capitalize()}"
-        + (
-            ": " + "; ".join(f"{a}: {ali['arms'][a]['words']}" for a in ali["early_lora_arms"]) + "."
-            if ali["early_lora_arms"]
-            else ": no early-layer LoRA run among those compared."
-        )
-    )
-    lines.append("")
-    for arm, v in ali["arms"].items():
-        lines.append(
-            f"- {arm} ({arms[arm]['kind']}; {v['answer']}): control margin gain at layer {layer} "
-            f"{_spread(v['margin_gain'], unit=' runs')}; raw control cosine gain "
-            f"{_spread(v['cos_gain'], unit=' runs')}; "
-            f"trained-pair margin gain {_spread(arms[arm]['gains']['trained']['margin'], unit=' runs')}"
-        )
-        for r in v["runs"]:
-            m = r["margin"]
-            if m:
-                lines.append(
-                    f"  - {r['dir']} (seed {r['seed']}): margin gain {_fmt(m['mean_gain'], sign=True)} "
-                    f"[{conf:.0%} CI {_fmt(m['ci_low'], sign=True)}, {_fmt(m['ci_high'], sign=True)}], "
-                    f"t-test p = {_p(m['t_pvalue'])}, Wilcoxon p = {_p(m['wilcoxon_pvalue'])}"
+    lines += ["## Primary endpoint per run: control and trained CSLS P@1, baseline -> final", ""]
+    header = [
+        "arm",
+        "run",
+        "seed",
+        "set",
+        "layer",
+        "queries (clusters)",
+        "P@1",
+        "chance",
+        "gain",
+        f"{conf:.0%} CI",
+        "McNemar p",
+        "Holm p",
+        "MRR",
+    ]
+    rows = []
+    for r, label in zip(runs, labels):
+        holm_p = {t["test"]: t["holm_p"] for t in r["tests"]}
+        for layer_key, sets in r["endpoint"].items():
+            for name, e in sets.items():
+                rows.append(
+                    [
+                        r["arm"],
+                        label,
+                        r["seed"],
+                        name,
+                        layer_key,
+                        f"{e['queries']} ({e['clusters']})",
+                        _arrow(e["p_at_1"]),
+                        _fmt(e["chance_p_at_1"]),
+                        _fmt(e["gain"], sign=True),
+                        _ci(e["gain_ci"]),
+                        _p(e["mcnemar"]["pvalue"]),
+                        _p(holm_p.get(f"CSLS P@1 {name} L{layer_key}, McNemar")),
+                        _arrow(e["mrr"]),
+                    ]
                 )
-    lines.append("")
+    lines += _table(header, rows)
+    excluded = sorted({e["identical_excluded"] for r in runs for sets in r["endpoint"].values() for e in sets.values()})
+    if any(excluded):
+        lines += [f"Identical-string pairs (the same word on both sides) left out of the endpoint: {excluded}.", ""]
 
     lines += ["## Runs", ""]
     lines += _table(
@@ -109,8 +272,12 @@ def format_markdown(report: dict[str, Any]) -> str:
             "target layer",
             "final layer",
             "trainable parameters",
+            "learning rate",
+            "base",
             "epochs",
             "steps",
+            "fit wall s",
+            "peak memory GB",
         ],
         [
             [
@@ -124,15 +291,18 @@ def format_markdown(report: dict[str, Any]) -> str:
                 r["target_layer"],
                 r["final_layer"],
                 r["trainable_parameters"],
+                r["learning_rate"],
+                f"{r['base_model']['identity']} ({r['base_precision']})",
                 r["alignment_epoch"],
                 r["global_step"],
+                *_cost(r),
             ]
             for r, label in zip(runs, labels)
         ],
     )
     for which, title in (("target", "the run's target layer"), ("final", "the final layer")):
-        lines += [f"## Alignment at {title}, baseline -> final", ""]
-        header = ["arm", "run", "seed", "layer"] + [f"{s} {m}" for s in SETS for m in ("cos", "gap", "P@1 s2t")]
+        lines += [f"## Alignment at {title}, baseline -> final (secondary: descriptive)", ""]
+        header = ["arm", "run", "seed", "layer"] + [f"{s} {m}" for s in SETS for m in ("cos", "gap", "own-pool P@1")]
         rows = []
         for r, label in zip(runs, labels):
             a = r["alignment"][which]
@@ -149,22 +319,58 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines += ["## Zero-shot XNLI, baseline -> final", ""]
     header = ["arm", "run", "seed"]
     for lang in languages:
-        header += [f"{lang} acc", f"{lang} correct", f"{lang} retention", f"{lang} McNemar p"]
+        header += [
+            f"{lang} acc",
+            f"{lang} correct",
+            f"{lang} final 95% CI",
+            f"{lang} macro-F1",
+            f"{lang} one class",
+            f"{lang} retention",
+            f"{lang} McNemar p",
+            f"{lang} Holm p",
+        ]
     header += ["mean retention"]
     rows = []
     for r, label in zip(runs, labels):
         cells = [r["arm"], label, r["seed"]]
+        holm_p = {t["test"]: t["holm_p"] for t in r["tests"]}
         for lang in languages:
             x = r["xnli"][lang]
             counts = f"{x['mcnemar']['baseline_correct']}/{x['n']} -> {x['mcnemar']['final_correct']}/{x['n']}"
-            cells += [_arrow(x["acc"]), counts, _fmt(x["retention"]), _p(x["mcnemar"]["pvalue"])]
+            flags = " -> ".join("yes" if f else "no" for f in x["one_class"])
+            cells += [
+                _arrow(x["acc"]),
+                counts,
+                _ci(x["acc_ci"][1], sign=False),
+                _arrow(x["macro_f1"]),
+                flags,
+                _fmt(x["retention"]),
+                _p(x["mcnemar"]["pvalue"]),
+                _p(holm_p.get(f"XNLI {lang} accuracy, McNemar")),
+            ]
         rows.append(cells + [_fmt(r["retention_mean"])])
+    lines += [
+        f"Chance is {1 / 3:.4f}. Retention (final / baseline accuracy) is secondary: near chance it is meaningless.",
+        "",
+    ]
     lines += _table(header, rows)
+    lines += ["## Every test of each run, Holm-adjusted within the run", ""]
+    alpha = settings["alpha"]
+    for r, label in zip(runs, labels):
+        primary = next((t for t in r["tests"] if t["primary"]), None)
+        significant = sum(t["holm_p"] is not None and t["holm_p"] < alpha for t in r["tests"])
+        first = f"{primary['test']}: p = {_p(primary['p'])}, Holm p = {_p(primary['holm_p'])}" if primary else "n/a"
+        lines.append(
+            f"- {label} (seed {r['seed']}): {len(r['tests'])} tests; primary {first}; significant after Holm at "
+            f"{alpha:.2f}: {significant}"
+        )
+    lines.append("")
 
     lines += [
-        "## Paired statistics per run (per-pair, baseline vs final)",
+        "## Paired statistics per run (per-pair, baseline vs final; secondary)",
         "",
-        "quantity `cos`: the pair's cosine; `margin`: cosine minus its random-pair baseline.",
+        "quantity `cos`: the pair's cosine; `margin`: cosine minus its random-pair baseline. Neither is invariant to "
+        "a shift of the vectors (the margin shrinks under one); pairs sharing a word are not independent here.",
         "",
     ]
     header = [
@@ -223,6 +429,9 @@ def format_markdown(report: dict[str, Any]) -> str:
             "kind",
             "runs",
             "seeds",
+            "base",
+            "learning rates",
+            f"control CSLS P@1 gain L{layer}",
             f"control margin gain L{layer}",
             f"control cos gain L{layer}",
             f"trained margin gain L{layer}",
@@ -238,6 +447,9 @@ def format_markdown(report: dict[str, Any]) -> str:
                 a["kind"],
                 len(a["runs"]),
                 ", ".join(map(str, a["seeds"])),
+                f"{a['base_model']} ({a['base_precision']})",
+                ", ".join(f"{lr:g}" for lr in a["learning_rates"]),
+                _spread(a["endpoint"]["control"]["gain"]),
                 _spread(a["gains"]["control"]["margin"]),
                 _spread(a["gains"]["control"]["cos"]),
                 _spread(a["gains"]["trained"]["margin"]),
@@ -250,9 +462,61 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Figures",
         "",
-        f"![control margin gain at layer {layer} against XNLI retention]({FIGURES['gain_vs_retention']})",
+        f"![learning vs forgetting: control CSLS P@1 gain against XNLI accuracy change]({FIGURES['tradeoff']})",
         "",
-        f"![control-set gap per layer, baseline and final]({FIGURES['gap_per_layer']})",
+        f"![control pairs per layer: CSLS P@1 against chance, and the gap]({FIGURES['per_layer']})",
+        "",
+        f"![XNLI accuracy before and after training, with 95% CIs]({FIGURES['accuracy']})",
         "",
     ]
     return "\n".join(lines)
+
+
+def _cost(run: dict[str, Any]) -> list[str]:
+    timings = (run.get("provenance") or {}).get("timings") or {}
+    wall, peak = timings.get("fit_wall_s"), timings.get("peak_memory_bytes")
+    return [_fmt(wall, 1), _fmt(peak / 1e9, 2) if peak else "n/a"]
+
+
+def _what_was_compared(report: dict[str, Any]) -> list[str]:
+    """Which models, data and code: a reader of this file alone must be able to tell."""
+    lines = ["## What was compared", ""]
+    for arm, a in report["arms"].items():
+        lines.append(
+            f"- arm **{arm}**: {a['kind']}; base {a['base_model']} ({a['base_precision']}); learning rates "
+            f"{', '.join(f'{lr:g}' for lr in a['learning_rates']) or 'n/a'}; {len(a['runs'])} run(s), seeds "
+            f"{', '.join(map(str, a['seeds']))}"
+        )
+    data = report["data"]
+    counts = data.get("counts") or {}
+    lines.append(
+        "- data: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + "; fingerprints "
+        + ", ".join(f"{k} {v}" for k, v in (data.get("fingerprint") or {}).items())
+    )
+    first = next((r["provenance"] for r in report["runs"] if r.get("provenance")), None)
+    if first:
+        files = first.get("data_files") or {}
+        for key, f in files.items():
+            if f:
+                where = f.get("path") or f.get("source")
+                lines.append(f"  - {key}: {where}" + (f" (sha256 {f['sha256'][:16]})" if f.get("sha256") else ""))
+        package, libs, hw = first.get("package") or {}, first.get("libraries") or {}, first.get("hardware") or {}
+        commits = sorted(
+            {str(((r.get("provenance") or {}).get("package") or {}).get("git_commit")) for r in report["runs"]}
+        )
+        lines.append(
+            f"- code: tli_lightning {package.get('version')}, git {', '.join(c[:12] for c in commits)}"
+            + (" (uncommitted changes)" if package.get("git_dirty") else "")
+            + "; "
+            + ", ".join(f"{k} {v}" for k, v in libs.items())
+        )
+        lines.append(
+            f"- hardware (first run): {hw.get('platform')}, {hw.get('cpu_count')} CPUs, accelerator "
+            f"{hw.get('accelerator')} {', '.join(hw.get('devices') or [])}, {hw.get('world_size')} process(es)"
+        )
+    else:
+        lines.append("- provenance: not recorded by these runs (written before tli_lightning recorded it)")
+    lines.append("")
+    return lines

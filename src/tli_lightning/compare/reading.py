@@ -149,6 +149,12 @@ def _check_run(run: _Run) -> None:
                     f"{run.files[name]}: set {set_name!r} has no per_pair_cos/per_pair_random (written by "
                     "an older tli_lightning); paired statistics need them: rerun"
                 )
+            if "per_query_rank" not in entry:
+                raise TLIError(
+                    f"{run.files[name]}: set {set_name!r} has no per_query_rank: written by tli_lightning 0.2 or "
+                    "older, before the primary endpoint (CSLS retrieval over a shared pool); rerun the run, or "
+                    "measure its adapters again with `python -m tli_lightning scan --adapter DIR`"
+                )
     if a0.get("layers") != a1.get("layers"):
         raise TLIError(f"{run.path}: the baseline and final alignment measured different layers")
     for set_name in set(a0.get("sets", {})) & set(a1.get("sets", {})):
@@ -161,8 +167,10 @@ def _check_run(run: _Run) -> None:
             raise TLIError(f"{run.path}: the baseline and final XNLI {lang} evaluations scored different examples")
 
 
-def _check_same_data(runs: Sequence[_Run]) -> None:
-    """Arms may differ in any model setting, never in what was measured."""
+def _check_same_data(runs: Sequence[_Run]) -> bool:
+    """Arms may differ in any model setting, never in what was measured. Returns whether every run measured the
+    same items (pairs, XNLI rows), so that statistics can pair them: True unless every run follows its own seed
+    for the data (``data.seed: null``), in which case their samples differ by design but their sources must not."""
     first = runs[0]
     languages = sorted(first.xnli[1]["languages"])
     for run in runs[1:]:
@@ -173,10 +181,53 @@ def _check_same_data(runs: Sequence[_Run]) -> None:
                 f"{', '.join(theirs)}"
             )
     reference = first.summary["data"]["fingerprint"]
-    for field in ["trained_pairs", "control_pairs", *[f"xnli_{lang}" for lang in languages]]:
+    fields = ["trained_pairs", "control_pairs", *[f"xnli_{lang}" for lang in languages]]
+    same = all(run.summary["data"]["fingerprint"].get(f) == reference.get(f) for run in runs for f in fields)
+    if same:
+        return True
+    if all(run.summary["data"].get("seed", 0) is None for run in runs):
+        # Seeds vary the sample: the files and every data setting but the seed must still agree.
+        for run in runs[1:]:
+            for key, value in _data_settings(first).items():
+                if _data_settings(run).get(key) != value:
+                    raise TLIError(
+                        f"runs differ in data.{key}: {first.path} vs {run.path}; compare only runs measured on the "
+                        "same data"
+                    )
+        return False
+    for field in fields:
         for run in runs:
             if run.summary["data"]["fingerprint"].get(field) != reference.get(field):
                 raise TLIError(
                     f"runs differ in data.fingerprint.{field}: {first.path} vs {run.path}; compare only "
                     "runs measured on the same pairs and XNLI examples"
                 )
+    return True
+
+
+def _data_settings(run: _Run) -> dict[str, Any]:
+    """What must agree between runs whose seeds vary their data sample: every data setting, and the files' hashes."""
+    settings = {k: v for k, v in run.summary["data"].items() if k not in ("fingerprint", "counts", "seed_resolved")}
+    files = ((run.summary.get("provenance") or {}).get("data_files")) or {}
+    settings.update({f"files.{k}": (v or {}).get("sha256") for k, v in files.items()})
+    return settings
+
+
+def check_same_base(runs: Sequence[_Run], allow: bool, warnings: list[str]) -> bool:
+    """Runs put in one verdict must share the base model (name and recorded revision or fingerprint): a verdict
+    across bases compares models, not methods. ``allow``: warn instead of refusing. Returns whether they agree."""
+    from tli_lightning.compare.numbers import base_model
+
+    identities = {}
+    for run in runs:
+        identities.setdefault(base_model(run.summary)["identity"], run.path)
+    if len(identities) == 1:
+        return True
+    listed = "; ".join(f"{identity} ({path})" for identity, path in identities.items())
+    if not allow:
+        raise TLIError(
+            f"runs differ in base model: {listed}. Compare runs of one base model, or pass --allow-different-bases "
+            "to compare them anyway (the report then says so at the top)"
+        )
+    warnings.append(f"THE RUNS DIFFER IN BASE MODEL ({listed}): every comparison below mixes base models")
+    return False

@@ -8,16 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tli_lightning.compare._shared import FIGURES, PAPER_LAYER
-from tli_lightning.compare.figures import (
-    _control_gaps,
-    _figure_gain_vs_retention,
-    _figure_gap_per_layer,
-)
+from tli_lightning.compare._shared import FIGURES, PAPER_LAYER, PRIMARY_ALIGNMENT, PRIMARY_RETENTION
+from tli_lightning.compare.figures import figure_accuracy, figure_per_layer, figure_tradeoff
 from tli_lightning.compare.markdown import format_markdown
-from tli_lightning.compare.numbers import _arms, _run_entry
-from tli_lightning.compare.reading import _check_same_data, find_runs, load_run
-from tli_lightning.compare.verdict import _alignment_verdict, _retention_verdict
+from tli_lightning.compare.numbers import _arms, _run_entry, split_learning_rates, xnli_context
+from tli_lightning.compare.reading import _check_same_data, check_same_base, find_runs, load_run
+from tli_lightning.compare.verdict import RULES, alignment_verdict, retention_verdict
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import LAYERS_NOTE
 
@@ -30,13 +26,15 @@ def build_report(
     seed: int = 0,
     min_seeds: int = 5,
     confidence: float = 0.95,
+    allow_different_bases: bool = False,
 ) -> dict[str, Any]:
     """Everything ``compare`` reports, as a JSON-ready dict (non-finite numbers as ``None``).
 
     ``run_dirs``: run directories (``logs/<name>/version_<n>``) or directories of them (``logs/<name>``, whose
     unfinished or incomplete versions are skipped with a warning). Raises :class:`~tli_lightning.errors.TLIError`
     for a run directory named itself that is not a complete run, and for runs that measured different data
-    (pairs, XNLI examples or languages).
+    (pairs, XNLI examples or languages), and for runs on different base models unless
+    ``allow_different_bases`` (then a warning heads the report).
     """
     if not 0 < confidence < 1 or resamples < 1 or min_seeds < 1:
         raise TLIError(
@@ -46,9 +44,11 @@ def build_report(
         run_dirs = [run_dirs]
     warnings: list[str] = []
     loaded = [load_run(path) for path in find_runs(run_dirs, warnings)]
-    _check_same_data(loaded)
+    paired = _check_same_data(loaded)
+    same_base = check_same_base(loaded, allow_different_bases, warnings)
     bootstrap = {"seed": seed, "resamples": resamples, "confidence": confidence}
     runs = [_run_entry(run, stats_layer, bootstrap, warnings) for run in loaded]
+    split_learning_rates(runs)
     epochs = sorted({r["alignment_epoch"] for r in runs})
     if len(epochs) > 1:
         warnings.append(
@@ -57,26 +57,52 @@ def build_report(
     arms = _arms(runs, loaded, stats_layer, warnings)
     alpha = round(1 - confidence, 12)  # 0.05, not 0.050000000000000044, in report.json
     first = loaded[0].summary["data"]
+    settings = {
+        "stats_layer": stats_layer,
+        "bootstrap_resamples": resamples,
+        "bootstrap_seed": seed,
+        "confidence": confidence,
+        "alpha": alpha,
+        "min_seeds": min_seeds,
+        "paired_items": paired,
+        "same_base_model": same_base,
+        "layers_note": LAYERS_NOTE,
+    }
+    verdict_settings = {
+        "stats_layer": stats_layer,
+        "seed": seed,
+        "resamples": resamples,
+        "confidence": confidence,
+        "min_seeds": min_seeds,
+        "paired": paired,
+    }
+    rules = RULES.format(
+        conf=f"{confidence:.0%}",
+        power=f"{0.8:.0%}",
+        min_seeds=min_seeds,
+        resamples=resamples,
+        seed=seed,
+        items="{items}",
+    )
     report = {
-        "settings": {
-            "stats_layer": stats_layer,
-            "bootstrap_resamples": resamples,
-            "bootstrap_seed": seed,
-            "confidence": confidence,
-            "alpha": alpha,
-            "min_seeds": min_seeds,
-            "layers_note": LAYERS_NOTE,
-        },
+        "settings": settings,
+        "primary_endpoints": {"alignment": PRIMARY_ALIGNMENT, "retention": PRIMARY_RETENTION},
         "data": {
             "fingerprint": first["fingerprint"],
             "counts": first.get("counts"),
             "xnli_languages": sorted(loaded[0].xnli[1]["languages"]),
+            "pool": loaded[0].alignment[1].get("pool"),
         },
+        "xnli_context": xnli_context(runs),
         "runs": runs,
         "arms": arms,
         "verdict": {
-            "retention": _retention_verdict(runs, arms, min_seeds, alpha),
-            "alignment": _alignment_verdict(runs, arms, stats_layer, min_seeds, alpha, confidence),
+            "rules": {
+                "retention": rules.replace("{items}", "XNLI examples"),
+                "alignment": rules.replace("{items}", "clusters of control queries that share a word"),
+            },
+            "retention": retention_verdict(runs, loaded, arms, verdict_settings),
+            "alignment": alignment_verdict(runs, loaded, arms, verdict_settings),
         },
         "warnings": warnings,
         "figures": dict(FIGURES),
@@ -102,14 +128,10 @@ def write_report(report: dict[str, Any], output: str | Path) -> list[Path]:
     if output.exists() and not output.is_dir():
         raise TLIError(f"--output {output} is a file; give a directory")
     output.mkdir(parents=True, exist_ok=True)
-    paths = [
-        output / "report.md",
-        output / "report.json",
-        output / FIGURES["gain_vs_retention"],
-        output / FIGURES["gap_per_layer"],
-    ]
+    paths = [output / "report.md", output / "report.json"]
     paths[0].write_text(format_markdown(report), encoding="utf-8")
     paths[1].write_text(json.dumps(report, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-    _figure_gain_vs_retention(report, paths[2])
-    _figure_gap_per_layer(report, _control_gaps(report), paths[3])
+    for key, draw in (("tradeoff", figure_tradeoff), ("per_layer", figure_per_layer), ("accuracy", figure_accuracy)):
+        paths.append(output / FIGURES[key])
+        draw(report, paths[-1])
     return paths

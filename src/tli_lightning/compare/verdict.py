@@ -1,112 +1,103 @@
-"""The verdict: answers to the research question in plain words, from the per-run and per-arm numbers."""
+"""The verdict: answers to the research question in plain words, each from a confidence interval that counts
+both sources of noise (the seeds and the benchmark's own examples), with decision rules printed beside it.
+
+Every answer is one of four, and the rules (:data:`RULES`) are the same for every question:
+
+- ``yes``: the CI lies entirely on the favourable side of 0;
+- ``no``: it lies entirely on the other side;
+- ``inconclusive``: it includes 0; the minimum detectable effect for this design is given;
+- ``not answerable``: it cannot be computed (too few seeds, no spread to estimate an interval from), with
+  the reason. Never "no".
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from tli_lightning.compare._shared import MDE_POWER, PAPER_LAYER
+from tli_lightning.compare.numbers import query_chance, query_hits, xnli_correct
+from tli_lightning.compare.reading import _Run
 
-def _run_call(stats: dict[str, Any] | None, alpha: float) -> str:
-    """``above``: gain above 0 by the CI and both tests; ``below``: CI entirely below 0; else ``includes 0``."""
-    if stats is None or stats["mean_gain"] is None or stats["ci_low"] is None:
-        return "n/a"
-    tests = [p for p in (stats["t_pvalue"], stats["wilcoxon_pvalue"]) if p is not None]
-    if stats["ci_low"] > 0 and tests and all(p < alpha for p in tests):
-        return "above"
-    if stats["ci_high"] < 0:
-        return "below"
-    return "includes 0"
-
-
-def _alignment_verdict(
-    runs: list[dict[str, Any]], arms: dict[str, Any], layer: int, min_seeds: int, alpha: float, confidence: float
-) -> dict[str, Any]:
-    per_arm: dict[str, Any] = {}
-    for arm, info in arms.items():
-        members = [r for r in runs if r["arm"] == arm]
-        stats = [r["paired"].get(str(layer), {}).get("control", {}).get("margin") for r in members]
-        cos = [r["paired"].get(str(layer), {}).get("control", {}).get("cos") for r in members]
-        calls = [_run_call(s, alpha) for s in stats]
-        seeds = info["distinct_seeds"]
-        if not calls or "n/a" in calls:
-            answer, words = "not answerable", f"no control-pair statistics at layer {layer} for every run"
-        elif all(c == "above" for c in calls):
-            if seeds < min_seeds:
-                answer = "insufficient evidence"
-                words = (
-                    f"the control margin gain is above 0 in each of its {len(calls)} run(s), but {seeds} seed(s) "
-                    f"is fewer than {min_seeds}: not enough to generalise"
-                )
-            else:
-                answer, words = "yes", f"the control margin gain is above 0 in all {len(calls)} runs ({seeds} seeds)"
-        elif any(c == "above" for c in calls):
-            answer = "no"
-            words = (
-                f"no consistent alignment beyond the random-pair baseline: the control margin gain is above 0 in "
-                f"only {calls.count('above')} of {len(calls)} runs"
-            )
-        else:
-            answer = "no"
-            words = "no alignment beyond the random-pair baseline on control pairs"
-            if all(c == "below" for c in calls):
-                words += f" (the margin over it shrank: the {confidence:.0%} CI is below 0 in every run)"
-            else:
-                words += f" (the {confidence:.0%} CI of the margin gain includes 0 or lies below it in every run)"
-            if seeds < min_seeds:
-                words += f"; with {seeds} seed(s) a small effect cannot be ruled out"
-        shift = [c for c, s in zip(cos, stats) if c and s and c["ci_low"] is not None and c["ci_low"] > 0]
-        if answer == "no" and shift:
-            words += (
-                "; the raw pair cosine did rise, but the random-pair cosine rose as much or more: a global "
-                "shift of the space (anisotropy), not translation alignment"
-            )
-        per_arm[arm] = {
-            "group": info["group"],
-            "answer": answer,
-            "words": words,
-            "run_calls": calls,
-            "margin_gain": info["gains"]["control"]["margin"],
-            "cos_gain": info["gains"]["control"]["cos"],
-            "runs": [
-                {"dir": r["dir"], "seed": r["seed"], "margin": s, "cos": c} for r, s, c in zip(members, stats, cos)
-            ],
-        }
-    early = [a for a, v in per_arm.items() if v["group"] == "early_lora"]
-    if not early:
-        answer = "not answerable"
-    elif any(per_arm[a]["answer"] == "yes" for a in early):
-        answer = "yes"
-    elif all(per_arm[a]["answer"] == "no" for a in early):
-        answer = "no"
-    elif any(per_arm[a]["answer"] == "insufficient evidence" for a in early):
-        answer = "insufficient evidence"
-    else:
-        answer = "not answerable"
-    return {
-        "question": "Does early-layer LoRA align translations beyond the random-pair baseline on pairs it never "
-        "trained on (control set)?",
-        "layer": layer,
-        "answer": answer,
-        "early_lora_arms": early,
-        "arms": per_arm,
-    }
+RULES = (
+    "yes: the {conf} CI of the effect lies entirely above 0; no: entirely below 0; inconclusive: it includes 0 "
+    "(the minimum detectable effect, (z(1-alpha/2) + z(power {power})) x the bootstrap SE, is given); not "
+    "answerable: the CI cannot be computed (fewer than {min_seeds} distinct seeds in an arm, or no spread to "
+    "estimate it from), with the reason, never read as no. CIs: two-stage bootstrap, {resamples} resamples, seed "
+    "{seed}: the runs (seeds) of each arm resampled with replacement, then the items ({items}); items shared by "
+    "all runs are resampled with the same indices for every run (paired)."
+)
 
 
-def _retention_verdict(
-    runs: list[dict[str, Any]], arms: dict[str, Any], min_seeds: int, alpha: float
+def _z(confidence: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - (1 - confidence) / 2))
+
+
+def decide(result: dict[str, Any] | None, reason: str | None, confidence: float) -> tuple[str, str]:
+    """The answer and its words for one bootstrap result under :data:`RULES`."""
+    if reason is not None:
+        return "not answerable", reason
+    if result is None or result["degenerate"]:
+        value = "n/a" if result is None else f"{result['estimate']:+.4f}"
+        return "not answerable", (
+            f"no spread to estimate an interval from: every resample gives {value} (e.g. every run made the same "
+            "predictions before and after training)"
+        )
+    low, high, estimate = result["ci_low"], result["ci_high"], result["estimate"]
+    interval = f"{estimate:+.4f} [{confidence:.1%} CI {low:+.4f}, {high:+.4f}]".replace(".0%", "%")
+    if low > 0:
+        return "yes", f"{interval}: the interval lies above 0"
+    if high < 0:
+        return "no", f"{interval}: the interval lies below 0"
+    mde = (_z(confidence) + _z(1 - 2 * (1 - MDE_POWER))) * result["se"]
+    return "inconclusive", (
+        f"{interval} includes 0; with these seeds and examples only an effect of about {mde:.3f} or more would be "
+        f"detected ({MDE_POWER:.0%} power)"
+    )
+
+
+def _combine(answers: Sequence[str]) -> str:
+    """One answer from several that each stand on their own (languages, arms): agreement or the honest mix; the
+    ones that cannot be answered do not outvote those that can."""
+    distinct = set(answers) - {"not answerable"}
+    if not distinct:
+        return "not answerable"
+    answers = [a for a in answers if a != "not answerable"]
+    if len(distinct) == 1:
+        return answers[0]
+    if distinct <= {"yes", "inconclusive"} or distinct <= {"no", "inconclusive"}:
+        return "inconclusive"
+    return "mixed"
+
+
+def _seed_reason(arms: dict[str, Any], names: Sequence[str], min_seeds: int) -> str | None:
+    short = [f"{a}: {arms[a]['distinct_seeds']}" for a in names if arms[a]["distinct_seeds"] < min_seeds]
+    if short:
+        return (
+            f"fewer than {min_seeds} distinct seeds per arm ({', '.join(short)}): the seed noise cannot be estimated "
+            "(add seeds, or lower --min-seeds knowingly)"
+        )
+    return None
+
+
+def retention_verdict(
+    runs: list[dict[str, Any]], loaded: Sequence[_Run], arms: dict[str, Any], settings: dict[str, Any]
 ) -> dict[str, Any]:
     """Early-layer LoRA against each full fine-tuning arm on its own (DESIGN.md §2: full-rank updates of the
     same blocks, and full fine-tuning of the whole model, are different comparisons)."""
     early = [a for a, v in arms.items() if v["group"] == "early_lora"]
     full = [a for a, v in arms.items() if v["group"] == "full"]
+    comparisons = [_retention_pair(runs, loaded, arms, lora, other, settings) for lora in early for other in full]
     out: dict[str, Any] = {
         "question": "Does early-layer LoRA preserve zero-shot XNLI better than full fine-tuning?",
-        "measure": "per run: final - baseline XNLI accuracy, averaged over languages",
-        "comparisons": [_retention_pair(runs, arms, lora, other, min_seeds, alpha) for lora in early for other in full],
+        "effect": "per language, then pooled over languages: the change in accuracy (final - baseline) per example, "
+        "averaged over each arm's runs; early-layer LoRA's minus the full arm's (> 0: LoRA kept more)",
+        "comparisons": comparisons,
         "examples_per_language": sorted({x["n"] for r in runs for x in r["xnli"].values()}),
-        "mcnemar_significant": sum(x["mcnemar"]["pvalue"] < alpha for r in runs for x in r["xnli"].values()),
-        "mcnemar_tests": sum(len(r["xnli"]) for r in runs),
     }
-    if not out["comparisons"]:
+    if not comparisons:
         missing = (
             "early-layer LoRA (adaptation lora, target layer below the final one)"
             if not early
@@ -114,43 +105,140 @@ def _retention_verdict(
         )
         out.update(answer="not answerable", words=f"no {missing} run among those compared")
     else:
-        answers = {c["answer"] for c in out["comparisons"]}
         out.update(
-            answer=answers.pop() if len(answers) == 1 else "mixed",
-            words="; ".join(f"{c['early_lora']} vs {c['full']}: {c['answer']}" for c in out["comparisons"]),
+            answer=_combine([c["answer"] for c in comparisons]),
+            words="; ".join(f"{c['early_lora']} vs {c['full']}: {c['answer']}" for c in comparisons),
         )
     return out
 
 
 def _retention_pair(
-    runs: list[dict[str, Any]], arms: dict[str, Any], lora: str, full: str, min_seeds: int, alpha: float
+    runs: list[dict[str, Any]], loaded: Sequence[_Run], arms: dict[str, Any], lora: str, full: str, settings: dict
 ) -> dict[str, Any]:
-    from tli_lightning.stats import welch
+    import numpy as np
 
-    test = welch(*([r["acc_change_mean"] for r in runs if r["arm"] == arm] for arm in (lora, full)))
-    seeds = [arms[lora]["distinct_seeds"], arms[full]["distinct_seeds"]]
-    direction = "more" if test["difference"] > 0 else "less" if test["difference"] < 0 else "as much"
-    if min(seeds) < min_seeds:
-        answer = "insufficient evidence"
-        words = f"fewer than {min_seeds} seeds per arm ({lora}: {seeds[0]}, {full}: {seeds[1]})" + (
-            "; in this sample both changed XNLI accuracy equally"
-            if direction == "as much"
-            else f"; in this sample early-layer LoRA kept {direction} XNLI accuracy than {full}, a difference that "
-            "seed and sampling noise can explain"
-        )
-    elif test["pvalue"] is None or test["pvalue"] >= alpha:
-        answer, words = "no", "no detectable difference (Welch's t-test not significant or not computable)"
-    else:
-        answer = "yes" if test["difference"] > 0 else "no"
-        words = f"early-layer LoRA kept {direction} XNLI accuracy than {full} (Welch's t-test)"
-    return {
+    from tli_lightning.stats import hierarchical_bootstrap
+
+    members = {arm: [i for i, r in enumerate(runs) if r["arm"] == arm] for arm in (lora, full)}
+    languages = list(runs[members[lora][0]]["xnli"])
+    changes = {
+        arm: [{lang: np.subtract(*reversed(xnli_correct(loaded[i], lang))) for lang in languages} for i in indices]
+        for arm, indices in members.items()
+    }
+    reason = _seed_reason(arms, (lora, full), settings["min_seeds"])
+    boot = {k: settings[k] for k in ("seed", "resamples", "confidence")}
+    per_language = {}
+    for lang in [*languages, "pooled"]:
+
+        def values(arm: str, lang: str = lang) -> list[Any]:
+            return [np.concatenate([c[x] for x in languages]) if lang == "pooled" else c[lang] for c in changes[arm]]
+
+        result = hierarchical_bootstrap([values(lora), values(full)], [1, -1], paired=settings["paired"], **boot)
+        answer, words = decide(result, reason, settings["confidence"])
+        per_language[lang] = {"answer": answer, "words": words, "difference": result}
+    pooled = per_language["pooled"]
+    agree = {per_language[lang]["answer"] for lang in languages}
+    languages_words = (
+        "the languages agree"
+        if len(agree) == 1
+        else "the languages disagree: " + ", ".join(f"{lang} {per_language[lang]['answer']}" for lang in languages)
+    )
+    direction = {"yes": "kept more", "no": "kept less"}.get(pooled["answer"])
+    words = pooled["words"]
+    if direction:
+        words = f"early-layer LoRA {direction} XNLI accuracy than {full}: {words}"
+    comparison = {
         "early_lora": lora,
         "full": full,
         "full_kind": arms[full]["kind"],
-        "answer": answer,
-        "words": words,
-        "difference": test,
-        "distinct_seeds": dict(zip((lora, full), seeds)),
+        "answer": pooled["answer"],
+        "words": f"{words}; {languages_words}",
+        "per_language": per_language,
+        "distinct_seeds": {arm: arms[arm]["distinct_seeds"] for arm in (lora, full)},
         "acc_change": {arm: arms[arm]["acc_change_mean"] for arm in (lora, full)},
         "retention": {arm: arms[arm]["retention_mean"] for arm in (lora, full)},
+        "bases": {arm: arms[arm]["base_precision"] for arm in (lora, full)},
+        "different_bases": None,
     }
+    if arms[lora]["base_precision"] != arms[full]["base_precision"]:
+        first = {arm: loaded[members[arm][0]] for arm in (lora, full)}
+        differ = []
+        for lang in languages:
+            predictions = [
+                np.argmax(np.asarray(r.xnli[0]["languages"][lang]["loglikelihoods"]), 1) for r in first.values()
+            ]
+            differ.append(f"{lang} {int(np.sum(predictions[0] != predictions[1]))} of {len(predictions[0])}")
+        comparison["different_bases"] = (
+            f"the arms start from different bases ({arms[lora]['base_precision']} vs {arms[full]['base_precision']}): "
+            f"their baseline predictions differ before any training ({', '.join(differ)} examples, first seeds); "
+            "the difference mixes adaptation with quantization: compare an arm on the same base (e.g. "
+            "lora_early_bf16 vs full_early) for adaptation alone"
+        )
+    return comparison
+
+
+def alignment_verdict(
+    runs: list[dict[str, Any]], loaded: Sequence[_Run], arms: dict[str, Any], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Two questions per early-layer LoRA arm, on the primary endpoint (control CSLS P@1 at the stats layer):
+    is it above chance after training, and did training raise it? With k such arms each CI is at 1 - alpha/k
+    (Bonferroni), so "yes" for any one arm keeps the family-wise error at alpha."""
+    import numpy as np
+
+    from tli_lightning.stats import hierarchical_bootstrap
+
+    layer = settings["stats_layer"]
+    early = [a for a, v in arms.items() if v["group"] == "early_lora"]
+    confidence = 1 - (1 - settings["confidence"]) / max(1, len(early))
+    boot = {"seed": settings["seed"], "resamples": settings["resamples"], "confidence": confidence}
+    per_arm: dict[str, Any] = {}
+    for arm in early:
+        indices = [i for i, r in enumerate(runs) if r["arm"] == arm]
+        reason = _seed_reason(arms, [arm], settings["min_seeds"])
+        final, gain, clusters, cos_moves = [], [], [], []
+        for i in indices:
+            before, after = (loaded[i].alignment[k]["sets"].get("control") for k in (0, 1))
+            if before is None or after is None or layer not in loaded[i].alignment[1]["layers"]:
+                reason = reason or f"{runs[i]['dir']}: no control-pair evaluation at layer {layer}"
+                continue
+            hits0, hits1 = query_hits(before, layer), query_hits(after, layer)
+            final.append(hits1 - query_chance(after))
+            gain.append(hits1 - hits0)
+            clusters.append(np.asarray(after["query_clusters"]))
+            cos_moves.append([after[m][layer] - before[m][layer] for m in ("cos", "cos_random")])
+        questions = {}
+        for key, values in (("beyond_chance", final), ("gain", gain)):
+            result = None
+            if values and reason is None:
+                result = hierarchical_bootstrap([values], [1], [clusters], paired=settings["paired"], **boot)
+            answer, words = decide(result, reason, confidence)
+            questions[key] = {"answer": answer, "words": words, "effect": result}
+        note = None
+        if cos_moves:
+            cos_gain, random_gain = np.mean(cos_moves, axis=0)
+            if cos_gain > 0 and random_gain > 0:
+                note = (
+                    f"the raw pair cosine rose by {cos_gain:+.3f} and the random-pair cosine by {random_gain:+.3f}: "
+                    "the whole space moved; only the retrieval endpoint says whether translations moved closer than "
+                    "other words"
+                )
+        per_arm[arm] = {**questions, "note": note, "runs": [runs[i]["dir"] for i in indices]}
+    out = {
+        "questions": {
+            "beyond_chance": "After early-layer LoRA, are never-trained (control) translations retrieved above chance?",
+            "gain": "Did early-layer LoRA training raise the retrieval of never-trained (control) translations?",
+        },
+        "endpoint": f"control CSLS P@1 at layer {layer}, per query (clusters of queries sharing a word resampled "
+        "together); beyond chance: final hit minus the query's chance; gain: final hit minus baseline hit",
+        "layer": layer,
+        "confidence": confidence,
+        "early_lora_arms": early,
+        "arms": per_arm,
+    }
+    for key in out["questions"]:
+        out[f"answer_{key}"] = _combine([v[key]["answer"] for v in per_arm.values()]) if per_arm else "not answerable"
+    out["question"] = out["questions"]["gain"]
+    out["answer"] = out["answer_gain"]
+    if layer != PAPER_LAYER:
+        out["note"] = f"layer {layer}, not the TLI paper's layer {PAPER_LAYER}"
+    return out
