@@ -142,31 +142,42 @@ def _zeroshot_gives_what_the_run_logged(root, arm: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_demo_grid_runs_every_arm_and_reports_no_alignment_on_random_models(tmp_path, tiny_dir):
-    # The grid as shipped, shortened (1 epoch, 2 seeds of the early arms): the recipes with the demo overlay,
-    # each a real fit inside the output directory, then compare.
+def test_the_demo_grid_runs_every_arm_and_both_controls(tmp_path, tiny_dir):
+    # The grid as shipped, shortened (1 epoch, 2 seeds of the early arms and of the positive control): the recipes
+    # with the demo overlay, each a real fit inside the output directory, then compare, once per control.
     grid = tmp_path / "grid"
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "demo_grid.py"), "--max-epochs", "1", "--seeds", "2", "--jobs", "2"]
         + ["--output", str(grid)],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     runs = sorted(str(p.relative_to(grid / "logs")) for p in grid.glob("logs/*/version_*"))
+    # Two seeds and two more learning rates for each early arm, one seed for the others.
     assert runs == [
-        "full_all/version_0",
-        "full_early/version_0",
-        "full_early/version_1",
+        *[f"full_all/version_{v}" for v in range(1)],
+        *[f"full_early/version_{v}" for v in range(4)],
         "lora_all/version_0",
-        "tli_lora_early/version_0",
-        "tli_lora_early/version_1",
+        "lora_early_bf16/version_0",
+        *[f"tli_lora_early/version_{v}" for v in range(4)],
     ]
     assert not (tmp_path / "logs").exists()  # nothing mixed into the working directory's runs
     report = json.loads((grid / "report.json").read_text())
-    assert sorted(r["arm"] for r in report["runs"]) == sorted(r.split("/")[0] for r in runs)
-    assert sorted(r["seed"] for r in report["runs"] if r["arm"] == "tli_lora_early") == [1, 42]
-    assert "no alignment beyond the random-pair baseline" in json.dumps(report["verdict"]["alignment"])
-    assert (grid / "report.md").read_text().count("\n| ") >= len(runs)
+    assert sorted(r["method"] for r in report["runs"]) == sorted(r.split("/")[0] for r in runs)
+    assert sorted(report["arms"]["tli_lora_early@lr0.0002"]["seeds"]) == [1, 42]
+    assert sorted(report["arms"]["tli_lora_early@lr0.0002"]["learning_rates"]) == [0.0002]
+    md = (grid / "report.md").read_text()
+    assert "**Primary endpoints.** Alignment: control-pair CSLS P@1" in md
+    assert "Decision rules" in md and "chance 0.333 (3 labels)" in md and "| chance |" in md
+    for name in report["figures"].values():
+        for where in (grid, grid / "positive_control"):
+            assert (where / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (where, name)
+    # The negative control: a random model retrieves its control translations no better than before training.
+    assert report["verdict"]["alignment"]["answer_gain"] in ("inconclusive", "not answerable", "no")
+    # The positive control: the same recipe on a model with planted alignment finds it beyond chance.
+    positive = json.loads((grid / "positive_control" / "report.json").read_text())
+    assert {r["base_model"]["name_or_path"] for r in positive["runs"]} == {"tiny-aligned"}
+    assert positive["verdict"]["alignment"]["answer_beyond_chance"] == "yes"

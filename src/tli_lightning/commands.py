@@ -253,9 +253,13 @@ def scan(argv: list[str]) -> None:
     figure = alignment_figure(report, title=f"{settings['model']}" + (f" + {args.adapter}" if args.adapter else ""))
     figure.savefig(output.with_suffix(".png"), dpi=110)
 
-    columns = ("cos", "cos_bos", "cos_random", "gap", "cos_centered", "p_at_1_s2t", "mrr_s2t")
+    columns = ("csls_p_at_1", "csls_mrr", "cos", "cos_bos", "cos_random", "gap", "cos_centered")
     for name, entry in report["sets"].items():
-        print(f"\n{'--lexicon' if name == 'pairs' else '--control'}: {len(entry['pairs'])} pairs")
+        print(
+            f"\n{'--lexicon' if name == 'pairs' else '--control'}: {len(entry['pairs'])} pairs; CSLS P@1 (primary) "
+            f"among {entry['pool_candidates']} candidates (every target word of the sets), chance "
+            f"{entry['chance_p_at_1']:.4f}"
+        )
         print("layer " + " ".join(f"{c:>12}" for c in columns))
         for layer in report["layers"]:
             print(f"{layer:>5} " + " ".join(f"{entry[c][layer]:>12.4f}" for c in columns))

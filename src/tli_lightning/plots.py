@@ -18,12 +18,17 @@ _TITLE = {"fontsize": 13}
 _LEGEND = 10
 
 
-def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str = "") -> Figure:
+def alignment_figure(
+    now: Mapping, baseline: Mapping | None = None, title: str = "", target_layer: int | None = None
+) -> Figure:
     """Per-layer alignment of an :func:`~tli_lightning.alignment.alignment_report` (or its summary).
 
-    Three panels: the translation-pair cosine with the random-pair cosine under it (their distance is
-    the evidence), the gap between them, and retrieval P@1 against chance. Dashed: before training.
+    Three panels: the translation-pair cosine with the random-pair cosine under it, the gap between them
+    (both descriptive: a shift of the space moves them), and the primary endpoint, CSLS P@1 over the shared
+    pool, against chance. Dashed: before training; a vertical line marks ``target_layer``.
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(15, 4.6))
     cos_ax, gap_ax, p_ax = fig.subplots(1, 3)
     for index, (name, entry) in enumerate(now["sets"].items()):
@@ -33,19 +38,22 @@ def alignment_figure(now: Mapping, baseline: Mapping | None = None, title: str =
         cos_ax.plot(layers, entry["cos"], color=color, marker=".", label=f"{name} pairs")
         cos_ax.plot(layers, entry["cos_random"], color=color, linestyle=":", label=f"{name} random pairs")
         gap_ax.plot(layers, entry["gap"], color=color, marker=".", label=name)
-        p_ax.plot(layers, entry["p_at_1_s2t"], color=color, marker=".", label=name)
+        p_ax.plot(layers, entry["csls_p_at_1"], color=color, marker=".", label=name)
         if before is not None:
             gap_ax.plot(
                 baseline["layers"], before["gap"], color=color, linestyle="--", alpha=0.6, label=f"{name}, before"
             )
-            p_ax.plot(baseline["layers"], before["p_at_1_s2t"], color=color, linestyle="--", alpha=0.6)
-        if entry.get("candidates"):
-            p_ax.axhline(1 / entry["candidates"], color=color, linestyle=":", alpha=0.7, label=f"chance ({name})")
+            p_ax.plot(baseline["layers"], before["csls_p_at_1"], color=color, linestyle="--", alpha=0.6)
+        if entry.get("chance_p_at_1"):
+            p_ax.axhline(entry["chance_p_at_1"], color=color, linestyle=":", alpha=0.7, label=f"chance ({name})")
     gap_ax.axhline(0.0, color="grey", linewidth=0.8)
     cos_ax.set_title("cosine: translations vs random pairs", **_TITLE)
     gap_ax.set_title("gap = pair - random-pair cosine", **_TITLE)
-    p_ax.set_title("retrieval P@1 (source -> target)", **_TITLE)
+    p_ax.set_title("CSLS P@1, shared pool (primary)", **_TITLE)
     for ax in (cos_ax, gap_ax, p_ax):
+        if target_layer is not None:
+            ax.axvline(target_layer, color="black", linestyle="-.", linewidth=0.8, alpha=0.6, label="target layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(LAYER_LABEL, **_TEXT)
         ax.tick_params(labelsize=11)
         ax.grid(alpha=0.3)

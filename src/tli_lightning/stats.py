@@ -13,7 +13,7 @@ ready for JSON.
   the runs (seeds) and the items (examples, query clusters), resampled in two stages;
 - :func:`holm`: Holm's step-down adjustment of a family of p-values;
 - :func:`mcnemar_mde`: the smallest change in accuracy a within-run McNemar test detects;
-- :func:`describe` and :func:`welch`: summaries across runs (seeds) and between groups of runs.
+- :func:`describe`: a summary across runs (seeds).
 """
 
 from __future__ import annotations
@@ -335,22 +335,3 @@ def describe(values: Sequence[float | None]) -> dict[str, Any]:
         "min": float(v.min()),
         "max": float(v.max()),
     }
-
-
-def welch(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
-    """Difference of means ``mean(first) - mean(second)`` between two groups of runs, with Welch's t-test
-    (``scipy.stats.ttest_ind(equal_var=False)``) when each group has at least 2 values (else ``None``)."""
-    from scipy import stats
-
-    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
-    out: dict[str, Any] = {
-        "n_first": int(a.size),
-        "n_second": int(b.size),
-        "difference": float(a.mean() - b.mean()) if a.size and b.size else None,
-        "t_statistic": None,
-        "pvalue": None,
-    }
-    if a.size >= 2 and b.size >= 2 and (np.ptp(a) > 0 or np.ptp(b) > 0):
-        result = stats.ttest_ind(a, b, equal_var=False)
-        out["t_statistic"], out["pvalue"] = float(result.statistic), float(result.pvalue)
-    return out

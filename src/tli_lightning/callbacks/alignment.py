@@ -159,7 +159,8 @@ class LayerwiseAlignment(EpochMeasurement):
         directory = log_dir(trainer)
         if trainer.is_global_zero:
             before = None if last is self.baseline or last == self.baseline else self.baseline
-            figure = alignment_figure(last, before, title=f"alignment, {last['name']}")
+            target = getattr(trainer.lightning_module, "target_layer", None)
+            figure = alignment_figure(last, before, title=f"alignment, {last['name']}", target_layer=target)
             save_figure(trainer, directory, "align/per_layer", figure, last["global_step"])
 
     def state_dict(self) -> dict[str, Any]:

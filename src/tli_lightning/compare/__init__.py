@@ -2,8 +2,10 @@
 
 Reads only what runs wrote (``summary.json``, ``alignment/*.json``, ``xnli/*.json`` in
 ``logs/<name>/version_<n>/``); nothing is loaded or re-measured. The run's name is its comparison arm;
-runs of one arm with different seeds are aggregated. Writes ``report.md``, ``report.json`` (every number
-of the report) and two PNG figures into ``--output``.
+runs of one arm with different seeds are aggregated (one arm per learning rate when a name was swept).
+Writes ``report.md``, ``report.json`` (every number of the report) and three PNG figures into ``--output``.
+The primary alignment endpoint is CSLS retrieval over a shared pool (:mod:`tli_lightning.alignment`); every
+answer comes from a two-stage bootstrap CI under the rules of :mod:`tli_lightning.compare.verdict`.
 
 The parts: ``reading`` (run directories and their files), ``numbers`` (per run and per arm),
 ``verdict`` (the answers in words), ``report`` (the dict and writing it), ``markdown``, ``figures``, ``cli``.
