@@ -286,6 +286,9 @@ def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
             before, after = callback.baseline, callback.last
             layers = sorted({summary["target_layer"] or 0, before["layers"][-1]})
             summary["alignment"] = {
+                "primary_endpoint": "csls_p_at_1 of the control set: CSLS retrieval of the right translation among "
+                "every target word of the sets, on mean-centered vectors (a shift or rescaling cannot move it); "
+                "gap, cos and cos_random are descriptive",
                 "epoch": after["epoch"],
                 "layers": {
                     str(layer): {

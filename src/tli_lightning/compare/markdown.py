@@ -487,6 +487,13 @@ def _what_was_compared(report: dict[str, Any]) -> list[str]:
             f"{', '.join(f'{lr:g}' for lr in a['learning_rates']) or 'n/a'}; {len(a['runs'])} run(s), seeds "
             f"{', '.join(map(str, a['seeds']))}"
         )
+    bases: dict[str, list[str]] = {}
+    for arm, a in report["arms"].items():
+        bases.setdefault(a["base_precision"], []).append(arm)
+    lines.append(
+        "- arms by how the base is held (arms in different groups start from different models): "
+        + "; ".join(f"{base}: {', '.join(names)}" for base, names in bases.items())
+    )
     data = report["data"]
     counts = data.get("counts") or {}
     lines.append(
