@@ -207,7 +207,7 @@ def test_with_too_few_seeds_the_verdict_is_not_answerable_and_says_why(compared)
     # What the reader needs beside it: the primary endpoint, chance, the detectable effect, the different bases.
     assert md.count("Primary endpoints.") == 1 and "CSLS P@1" in md
     assert "chance 0.333 (3 labels)" in md and "an exact McNemar test detects" in md
-    assert "the arms start from different bases (nf4 base, float32 compute vs float32 base)" in verdict
+    assert "the arms start from different bases (nf4 base, bfloat16 compute vs float32 base)" in verdict, verdict
 
 
 @pytest.mark.slow

@@ -7,6 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+
+def _bar(value: float, interval: Any) -> list[list[float]]:
+    """Error-bar lengths below and above ``value``; rounding can put an interval's end a hair inside it."""
+    return [[max(0.0, value - interval[0])], [max(0.0, interval[1] - value)]]
+
+
 _LEGEND = {"fontsize": 9, "loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
 
 
@@ -47,8 +53,7 @@ def figure_tradeoff(report: dict[str, Any], path: Path) -> None:
                 x = r["xnli"].get(lang)
                 if e is None or x is None:
                     continue
-                xerr = [[e["gain"] - e["gain_ci"][0]], [e["gain_ci"][1] - e["gain"]]]
-                yerr = [[x["acc_diff"] - x["acc_diff_ci"][0]], [x["acc_diff_ci"][1] - x["acc_diff"]]]
+                xerr, yerr = _bar(e["gain"], e["gain_ci"]), _bar(x["acc_diff"], x["acc_diff_ci"])
                 ax.errorbar(
                     e["gain"],
                     x["acc_diff"],
@@ -158,12 +163,11 @@ def figure_accuracy(report: dict[str, Any], path: Path) -> None:
                 x = r["xnli"][lang]
                 offset = a * 0.8 / max(1, len(arms)) + k * 0.6 / max(1, len(members)) / max(1, len(arms))
                 for stage in (0, 1):
-                    low, high = x["acc_ci"][stage]
                     acc = x["acc"][stage]
                     ax.errorbar(
                         stage + offset,
                         acc,
-                        yerr=[[acc - low], [high - acc]],
+                        yerr=_bar(acc, x["acc_ci"][stage]),
                         fmt="o" if stage else "s",
                         color=colors[arm],
                         markersize=4,
