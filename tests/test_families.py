@@ -65,21 +65,26 @@ def test_the_seam_and_the_tiny_models_cover_the_same_families():
     assert shipped == {stem for stem in OVERLAYS.values() if stem}
 
 
-def test_an_unknown_family_is_refused_in_one_line_naming_the_known_ones():
+def test_an_unknown_family_is_refused_in_one_line_naming_the_known_ones(tmp_path):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from tli_lightning.backbones import FAMILIES as SEAM
-    from tli_lightning.backbones import decoder_of
-    from tli_lightning.errors import TLIError
+    from tli_lightning.tiny_model import demo_tokenizer
 
-    model = GPTNeoXForCausalLM(
-        GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    tokenizer = demo_tokenizer()
+    config = GPTNeoXConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
     )
-    with pytest.raises(TLIError) as refused:
-        decoder_of(model)
-    message = str(refused.value)
-    assert "\n" not in message and message.startswith("GPTNeoXForCausalLM (model_type 'gpt_neox') is not a supported")
-    assert all(family.name in message for family in SEAM)
+    GPTNeoXForCausalLM(config).save_pretrained(tmp_path / "neox")
+    tokenizer.save_pretrained(tmp_path / "neox")
+    code, _, err = run_main(
+        ["scan", "--model", str(tmp_path / "neox"), "--lexicon", "demo", "--limit", "4", "--no-progress"]
+        + ["--output", str(tmp_path / "scan.json")]
+    )
+    error = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(error) == 1, err[-2000:]
+    assert error[0].startswith("error: GPTNeoXForCausalLM (model_type 'gpt_neox') is not a supported model family")
+    assert all(family.name in error[0] for family in SEAM)
 
 
 def test_truncated_forward_equals_full_hidden_states_at_every_layer(tiny):
