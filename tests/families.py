@@ -56,7 +56,7 @@ def build_family(family: str, root: Path, seed: int = 0) -> Path:
 
     from tli_lightning.tiny_model import demo_tokenizer
 
-    directory = Path(root) / f"tiny-{family}-{VERSION}"
+    directory = Path(root) / f"family-{family}-{VERSION}"  # apart from the embedded tiny-llama-<version>
     if (directory / "config.json").exists():
         return directory
     config_class, arch = FAMILIES[family]

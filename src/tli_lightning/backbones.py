@@ -181,8 +181,3 @@ def lora_targets(model: nn.Module, names: list[str] | None = None) -> dict[str, 
     # ordinary Linear4bit layers.
     transposed = any(isinstance(m, Conv1D) for hits in matched.values() for m in hits)
     return {"target_modules": names, "layers_pattern": family.blocks, "fan_in_fan_out": transposed}
-
-
-def supported_families() -> str:
-    """The families, for messages and help texts: ``Llama, Mistral, ...``."""
-    return ", ".join(f.name for f in FAMILIES)

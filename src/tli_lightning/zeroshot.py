@@ -36,7 +36,7 @@ def context_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 def context_length(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> int:
     """lm-eval's ``max_length``: the config's n_positions, max_position_embeddings or n_ctx, else the tokenizer's
-    model_max_length when set, else 2048 (BLOOM, whose ALiBi has no limit, gets 2048 there too)."""
+    model_max_length when set, else 2048 (so 2048 for ALiBi models, whose positions have no limit)."""
     for name in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(model.config, name, None)
         if value:
