@@ -30,7 +30,10 @@ class ArmProbe(L.Callback):
         lora = {n: p.dtype for n, p in named.items() if "lora_" in n}
         assert all(d == torch.float32 for d in lora.values()), f"LoRA weights not float32: {set(lora.values())}"
         rotary = {n: b.dtype for n, b in pl_module.named_buffers() if "inv_freq" in n}
-        assert rotary and all(d == torch.float32 for d in rotary.values()), f"rotary buffers: {rotary}"
+        # GPT-2 (learned positions) and BLOOM (ALiBi) have no rotary embedding.
+        uses_rotary = any("rotary_emb" in n for n, _ in pl_module.named_modules())
+        assert rotary or not uses_rotary, "a rotary embedding without its inv_freq buffer"
+        assert all(d == torch.float32 for d in rotary.values()), f"rotary buffers: {rotary}"
         packed = {
             n.removeprefix("model.").removeprefix("base_model.model.").removesuffix(".base_layer"): m.weight
             for n, m in pl_module.named_modules()

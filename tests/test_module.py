@@ -95,8 +95,14 @@ def test_refused_at_construction(kwargs, message):
     [
         ({"target_layer": 5}, "layer 5 is out of range for a model with 4 blocks"),
         ({"adapt_layers": [7]}, "adapt_layers [7] are not blocks of this model"),
-        ({"adapt_layers": [1, 2]}, "blocks [2] are at or above target_layer 2"),
-        ({"target_layer": 0}, "at or above target_layer 0"),
+        ({"adapt_layers": [1, 2]}, "blocks [2] of this Llama model are at or above target_layer 2"),
+        ({"adapt_layers": []}, "adapt_layers is empty"),
+        (
+            {"target_layer": 0},
+            "target_layer 0 is hidden_states index 0, the embeddings of this Llama model (4 blocks), so no block is "
+            "below it to adapt; set a target_layer of 1 to 4 (or -1), or train the embeddings with adapt_layers: all "
+            "and adaptation: full",
+        ),
     ],
 )
 def test_refused_once_the_model_is_known(tiny_dir, kwargs, message):

@@ -1,4 +1,6 @@
-"""Regenerate tests/golden/lm_eval_tiny_xnli.json: lm-eval's own XNLI log-likelihoods on the tiny model.
+"""Regenerate tests/golden/lm_eval_tiny_xnli.json: lm-eval's own XNLI log-likelihoods on the tiny model
+(or, with ``--family NAME``, tests/golden/lm_eval_tiny_xnli_<NAME>.json on that family's tiny model from
+tests/families.py).
 
 Usage, from the project venv, with lm-eval 0.4.x installed in its own venv::
 
@@ -6,6 +8,8 @@ Usage, from the project venv, with lm-eval 0.4.x installed in its own venv::
         && pip install torch==2.13.0 && pip install "lm_eval[hf]==0.4.*" && deactivate
     . .venv/bin/activate
     python tools/make_lm_eval_golden.py --lm-eval /tmp/lmeval-venv/bin/lm_eval
+    for f in llama mistral qwen2 qwen3 gemma2 gemma3 cohere phi3 gpt2 bloom; do
+        python tools/make_lm_eval_golden.py --lm-eval /tmp/lmeval-venv/bin/lm_eval --family $f; done
 
 It builds (or finds) the embedded tiny model with this project's recipe (``$TLI_CACHE_DIR``,
 default ~/.cache/tli_lightning), writes the first ``--n`` (12) Swahili and English bundled demo
@@ -34,6 +38,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the tiny family models are the tests' own
+from families import FAMILIES, build_family  # noqa: E402
+
 DEFAULT_OUTPUT = ROOT / "tests" / "golden" / "lm_eval_tiny_xnli.json"
 LANGUAGES = ("sw", "en")
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -109,13 +116,21 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=12, help="first N demo examples per language (default: 12)")
     parser.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"golden file (default: {DEFAULT_OUTPUT.relative_to(ROOT)})"
+        "--family", choices=sorted(FAMILIES), help="a tiny model of tests/families.py instead of the embedded one"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"golden file (default: {DEFAULT_OUTPUT.relative_to(ROOT)}, or ..._<family>.json with --family)",
     )
     args = parser.parse_args()
+    output = args.output or (
+        DEFAULT_OUTPUT.with_name(f"{DEFAULT_OUTPUT.stem}_{args.family}.json") if args.family else DEFAULT_OUTPUT
+    )
 
-    from tli_lightning.tiny_model import build_tiny_model, demo_data_path
+    from tli_lightning.tiny_model import build_tiny_model, cache_dir, demo_data_path
 
-    model = Path(build_tiny_model())
+    model = build_family(args.family, cache_dir()) if args.family else Path(build_tiny_model())
     work = Path(tempfile.mkdtemp(prefix="tli_lm_eval_golden_"))
     try:
         tasks_dir, out = work / "tasks", work / "out"
@@ -159,11 +174,13 @@ def main() -> None:
             sys.exit(f"lm_eval failed (exit {result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
 
         golden = {
-            "description": "lm-evaluation-harness's own per-candidate XNLI log-likelihoods on the embedded tiny model "
-            "(tests/test_lm_eval_golden.py). Candidate j of an example is scored as the summed "
+            "description": "lm-evaluation-harness's own per-candidate XNLI log-likelihoods on the "
+            + (f"tiny {args.family} model of tests/families.py " if args.family else "embedded tiny model ")
+            + "(tests/test_lm_eval_golden.py). Candidate j of an example is scored as the summed "
             "log-probability of ' ' + premise + ', {question}? {verbalizer_j}, ' + hypothesis given BOS; "
             "'continuations' are the strings lm-eval scored, from its own xnli_<lang> task.",
-            "regenerate": COMMAND,
+            "regenerate": COMMAND + (f" --family {args.family}" if args.family else ""),
+            **({"family": args.family} if args.family else {}),
             "commands": [" ".join(f"{k}={v}" for k, v in OFFLINE.items()) + " " + shlex.join(command)],
             "versions": lm_eval_versions(lm_eval_python(args.lm_eval)),
             "model_fingerprint": fingerprint(model),
@@ -204,9 +221,9 @@ def main() -> None:
             acc = sum(r["prediction"] == r["label"] for r in rows) / len(rows)
             print(f"{language}: {len(rows)} examples, lm-eval acc {acc:.3f}")
 
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {output} ({output.stat().st_size} bytes)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

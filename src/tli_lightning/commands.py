@@ -248,12 +248,15 @@ def scan(argv: list[str]) -> None:
             model, tokenizer, words, template=template, batch_size=args.batch_size, progress=_progress(args, "scan")
         )
     report = alignment_report(zip(vectors["plain"], vectors["with_bos"]), words, sets)
-    report.update(_record(settings, args), template=template)
+    from tli_lightning.backbones import family_of
+
+    report.update(_record(settings, args), template=template, family=family_of(model).name)
     write_json(output, report)
     figure = alignment_figure(report, title=f"{settings['model']}" + (f" + {args.adapter}" if args.adapter else ""))
     figure.savefig(output.with_suffix(".png"), dpi=110)
 
     columns = ("csls_p_at_1", "csls_mrr", "cos", "cos_bos", "cos_random", "gap", "cos_centered")
+    print(f"{report['family']}, {report['layers'][-1]} blocks: layers 0 (embeddings) to {report['layers'][-1]}")
     for name, entry in report["sets"].items():
         print(
             f"\n{'--lexicon' if name == 'pairs' else '--control'}: {len(entry['pairs'])} pairs; CSLS P@1 (primary) "

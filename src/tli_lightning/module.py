@@ -15,11 +15,21 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torchmetrics import MeanMetric, MetricCollection
 
+from tli_lightning.backbones import (
+    blocks_of,
+    decoder_of,
+    embedding_modules,
+    family_of,
+    final_norm_of,
+    lm_head_of,
+    lora_targets,
+    num_blocks,
+)
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import resolve_blocks, resolve_layer
 from tli_lightning.loading import DType, Quantization, QuantStorage, load_causal_lm
 from tli_lightning.losses import ContrastiveOutput, info_nce, triplet_hardest_negative
-from tli_lightning.representations import decoder_of, hidden_state_at, masked_mean, num_blocks, tokenize_words
+from tli_lightning.representations import hidden_state_at, masked_mean, tokenize_words
 
 log = logging.getLogger(__name__)
 # Precisions that leave the module's tensors alone. The "-true" half precisions cast every
@@ -63,7 +73,7 @@ class TLIModule(L.LightningModule):
         lora_r: int = 16,
         lora_alpha: int = 32,
         lora_dropout: float = 0.05,
-        lora_target_modules: list[str] = ["q_proj", "v_proj"],  # noqa: B006 (jsonargparse shows list defaults)
+        lora_target_modules: list[str] | None = None,
         include_special_tokens: bool = False,
         word_template: str = "{word}",
         loss: Literal["triplet", "infonce"] = "triplet",
@@ -79,8 +89,9 @@ class TLIModule(L.LightningModule):
         """
 
         Args:
-            model_name_or_path: Hub id or local directory of a Llama/Mistral/Qwen2-style causal
-                LM; ``tiny`` builds the embedded 4-block demo model offline.
+            model_name_or_path: Hub id or local directory of a causal LM of a supported family (Llama,
+                Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3 text, Cohere, Phi-3, GPT-2, BLOOM); ``tiny`` builds
+                the embedded 4-block demo model offline.
             quantization: Load weights in 4-bit with bitsandbytes (``nf4``, ``fp4``) or not (``none``).
             compute_dtype: 4-bit compute dtype, and the dtype of every weight that is not 4-bit (so the
                 trainable weights of ``full``; LoRA weights stay float32).
@@ -90,15 +101,18 @@ class TLIModule(L.LightningModule):
             adaptation: ``lora`` (PEFT LoRA on ``adapt_layers``) or ``full`` (full-rank training of
                 every parameter of ``adapt_layers``; needs ``quantization: none``).
             adapt_layers: Block indices to adapt; null = every block below ``target_layer``;
-                ``all`` (``full`` only) = every parameter the loss reaches: the input embeddings, every
-                block below ``target_layer``, and the final norm when ``target_layer`` is -1. Nothing
+                ``all`` (``full`` only) = every parameter the loss reaches: the embedding step (token
+                embeddings; GPT-2's position embeddings, BLOOM's embedding norm), every block below
+                ``target_layer``, and the final norm when ``target_layer`` is -1. Nothing
                 the loss cannot reach (the LM head, blocks above the target) is ever trainable.
             target_layer: The ``hidden_states`` index the loss reads (the TLI paper: 2). The
                 training forward stops there: no higher block and no LM head runs.
             lora_r: LoRA rank.
             lora_alpha: LoRA scaling numerator (scale = alpha / r).
             lora_dropout: Dropout on the LoRA branch.
-            lora_target_modules: Module names (within each adapted block) that get LoRA.
+            lora_target_modules: Module names (within each adapted block) that get LoRA; null = the family's
+                attention query and value: q_proj, v_proj (Llama, Mistral, Qwen2, Qwen3, Gemma-2/3, Cohere);
+                qkv_proj (Phi-3, fused q/k/v); c_attn (GPT-2, fused); query_key_value (BLOOM, fused).
             include_special_tokens: Average BOS/EOS into the word vector too. Off by default: the
                 BOS position carries a massive, nearly constant activation from block 1 on, so
                 BOS-inclusive vectors all look alike (the paper's 0.99998 pilot artefact).
@@ -132,7 +146,11 @@ class TLIModule(L.LightningModule):
         _require(lora_r >= 1, f"lora_r must be at least 1, got {lora_r}")
         _require(lora_alpha > 0, f"lora_alpha must be positive, got {lora_alpha}")
         _require(0 <= lora_dropout < 1, f"lora_dropout must be in [0, 1), got {lora_dropout}")
-        _require(bool(lora_target_modules), "lora_target_modules must name at least one module, e.g. [q_proj, v_proj]")
+        _require(
+            lora_target_modules is None or bool(lora_target_modules),
+            "lora_target_modules must name at least one module, e.g. [q_proj, v_proj], or be null (the family's "
+            "attention query and value)",
+        )
         _require(learning_rate > 0, f"learning_rate must be positive, got {learning_rate}")
         _require(weight_decay >= 0, f"weight_decay must be >= 0, got {weight_decay}")
         _require(warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
@@ -236,13 +254,22 @@ class TLIModule(L.LightningModule):
         )
         blocks_total = num_blocks(model)
         self.target_layer = resolve_layer(hp.target_layer, blocks_total)
+        family = family_of(model).name
+        _require(
+            self.target_layer > 0 or (hp.adapt_layers == "all" and hp.adaptation == "full"),
+            f"target_layer {hp.target_layer} is hidden_states index 0, the embeddings of this {family} model "
+            f"({blocks_total} blocks), so no block is below it to adapt; set a target_layer of 1 to "
+            f"{blocks_total} (or -1), or train the embeddings with adapt_layers: all and adaptation: full",
+        )
         blocks = resolve_blocks(None if hp.adapt_layers == "all" else hp.adapt_layers, self.target_layer, blocks_total)
+        _require(bool(blocks) or hp.adapt_layers == "all", "adapt_layers is empty: list at least one block to adapt")
         useless = [b for b in blocks if b >= self.target_layer]
-        if useless or not blocks:
+        if useless:
             raise TLIError(
-                f"blocks {useless or blocks} are at or above target_layer {hp.target_layer} (hidden_states "
-                f"index {self.target_layer}, the output of block {self.target_layer - 1}) and would get no "
-                f"gradient; adapt blocks below {self.target_layer}, or raise target_layer"
+                f"blocks {useless} of this {family} model are at or above target_layer {hp.target_layer} "
+                f"(hidden_states index {self.target_layer}, the output of block {self.target_layer - 1}) and would "
+                f"get no gradient; adapt blocks 0 to {self.target_layer - 1}, or raise target_layer (at most "
+                f"{blocks_total})"
             )
         # LoRA's random init depends on the seed alone, not on what drew from the RNG before (process
         # launching, loading): one process and several start from the same adapter.
@@ -273,21 +300,20 @@ class TLIModule(L.LightningModule):
                 r=hp.lora_r,
                 lora_alpha=hp.lora_alpha,
                 lora_dropout=hp.lora_dropout,
-                target_modules=list(hp.lora_target_modules),
                 layers_to_transform=blocks,
-                layers_pattern="layers",
                 bias="none",
+                **lora_targets(model, hp.lora_target_modules),
             )
             return get_peft_model(model, config)
         model.requires_grad_(False)
-        decoder = decoder_of(model)
         for b in blocks:
-            decoder.layers[b].requires_grad_(True)
+            blocks_of(model)[b].requires_grad_(True)
         if hp.adapt_layers == "all":
             # Everything else the loss reaches. (A tied LM head shares the embedding weight, so it trains with it.)
-            decoder.get_input_embeddings().requires_grad_(True)
-            if self.target_layer == len(decoder.layers):
-                decoder.norm.requires_grad_(True)
+            for module in embedding_modules(model):
+                module.requires_grad_(True)
+            if self.target_layer == num_blocks(model):
+                final_norm_of(model).requires_grad_(True)
         if hp.master_weights:
             for param in model.parameters():
                 if param.requires_grad and param.dtype != torch.float32:
@@ -305,7 +331,7 @@ class TLIModule(L.LightningModule):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        decoder, head = decoder_of(model), model.get_output_embeddings()
+        decoder, head = decoder_of(model), lm_head_of(model)
         _require(
             head.weight is not decoder.get_input_embeddings().weight,
             "FSDP with tied input and output embeddings is not supported; use --trainer.strategy ddp",
@@ -314,7 +340,7 @@ class TLIModule(L.LightningModule):
         mesh = init_device_mesh(strategy.root_device.type, (strategy.world_size,))
         # One group per module whose parameters share a dtype (FSDP2 gathers a group as one buffer):
         # trained weights are float32 (master_weights), frozen ones compute_dtype.
-        for block in decoder.layers:
+        for block in blocks_of(model):
             fully_shard(block, mesh=mesh)
         fully_shard(decoder.get_input_embeddings(), mesh=mesh)
         fully_shard(decoder, mesh=mesh)

@@ -3,7 +3,7 @@
 Layer indices follow ``hidden_states`` (see :mod:`tli_lightning.layers`): 0 = embeddings,
 ``i`` = output of block ``i - 1``, ``-1`` = final normed output.
 
-Example, with any causal LM (plain or PEFT-wrapped)::
+Example, with a causal LM of a supported family (:mod:`tli_lightning.backbones`; plain or PEFT-wrapped)::
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from tli_lightning.representations import word_vectors
@@ -16,14 +16,14 @@ Example, with any causal LM (plain or PEFT-wrapped)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from tli_lightning.backbones import blocks_of, decoder_of, final_norm_of, num_blocks, only_first_blocks
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import resolve_layer
 
@@ -92,52 +92,22 @@ def masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
     return summed / weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
 
 
-def decoder_of(model: nn.Module) -> nn.Module:
-    """The decoder stack (``LlamaModel``, ``MistralModel``, ...) of a causal LM, PEFT-wrapped or not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
-    if decoder is None or not isinstance(getattr(decoder, "layers", None), nn.ModuleList):
-        raise TLIError(
-            f"{type(base).__name__} has no decoder with a `.layers` ModuleList "
-            "(supported: Llama, Mistral, Qwen2 and other `model.model.layers` models)"
-        )
-    return decoder
-
-
-def num_blocks(model: nn.Module) -> int:
-    return len(decoder_of(model).layers)
-
-
-@contextmanager
-def _only_first_blocks(decoder: nn.Module, count: int) -> Iterator[None]:
-    # Shorten the block list for one call: the decoder's own forward (masks, rotary
-    # embeddings, attention backend) stays in charge, and no block above `count` runs.
-    full = decoder.layers
-    decoder.layers = full[:count]
-    try:
-        yield
-    finally:
-        decoder.layers = full
-
-
 def hidden_state_at(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, layer: int) -> Tensor:
     """``hidden_states[layer]`` of a full forward, computed without the blocks above it or the LM head."""
-    decoder = decoder_of(model)
-    layer = resolve_layer(layer, len(decoder.layers))
-    if layer == len(decoder.layers):
+    decoder, blocks = decoder_of(model), num_blocks(model)
+    layer = resolve_layer(layer, blocks)
+    if layer == blocks:
         return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    if layer == 0:
-        return decoder.get_input_embeddings()(input_ids)
     captured: list[Tensor] = []
 
-    def keep_output(_module, _args, output):
-        captured.append(output[0] if isinstance(output, tuple) else output)
+    def keep_input(_module, args):
+        captured.append(args[0])
 
-    # The decoder applies its final norm to the last block it ran; the hook keeps the
-    # un-normed block output, which is what hidden_states[layer] holds.
-    handle = decoder.layers[layer - 1].register_forward_hook(keep_output)
+    # With the first `layer` blocks, what reaches the final norm is hidden_states[layer] (for layer 0 the
+    # output of the model's own embedding step, scaling included); the norm's output is not wanted.
+    handle = final_norm_of(model).register_forward_pre_hook(keep_input)
     try:
-        with _only_first_blocks(decoder, layer):
+        with only_first_blocks(model, layer):
             decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     finally:
         handle.remove()
@@ -150,7 +120,7 @@ def all_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     Read with hooks on the blocks rather than ``output_hidden_states``: the same under FSDP2, whose
     wrapped block classes transformers' output recording does not recognise.
     """
-    decoder = decoder_of(model)
+    decoder, blocks = decoder_of(model), blocks_of(model)
     states: list[Tensor] = []
 
     def keep_input(_module, args, kwargs):
@@ -159,8 +129,8 @@ def all_hidden_states(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
     def keep_output(_module, _args, output):
         states.append(output[0] if isinstance(output, tuple) else output)
 
-    handles = [decoder.layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
-    handles += [block.register_forward_hook(keep_output) for block in decoder.layers[:-1]]
+    handles = [blocks[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
+    handles += [block.register_forward_hook(keep_output) for block in blocks[:-1]]
     try:
         final = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
     finally:

@@ -15,6 +15,10 @@ import tempfile
 import time
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
+    from transformers import PreTrainedTokenizerFast
 
 TINY = "tiny"
 # Bump when the recipe below changes, so stale caches are not reused.
@@ -60,10 +64,13 @@ def _demo_corpus() -> list[str]:
     return lines
 
 
-def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
-    import torch
+def demo_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the bundled demo text, offline: BOS prepended to every text, no EOS (as Llama).
+
+    The embedded model's tokenizer; the tests' tiny models of other families reuse it.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -76,9 +83,15 @@ def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
         show_progress=False,
     )
     bpe.train_from_iterator(_demo_corpus(), trainer=trainer)
-    # Like Llama: BOS prepended to every encoded text, no EOS.
     bpe.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 0)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+
+
+def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = demo_tokenizer(vocab_size)
     tokenizer.save_pretrained(directory)
 
     config = LlamaConfig(

@@ -8,7 +8,7 @@ Faster than the harness through batching (length-sorted batches, little padding)
 LM head only where a score is read, and running each premise once for its three candidates
 (the candidates continue from its cached keys and values).
 
-Example, with any causal LM::
+Example, with a causal LM of a supported family (:mod:`tli_lightning.backbones`)::
 
     from tli_lightning.zeroshot import classification_scores, score_xnli
     loglik = score_xnli(model, tokenizer, examples, language="sw")   # [n, 3]
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from tli_lightning.representations import decoder_of
+from tli_lightning.backbones import decoder_of, output_logits, sliding_window, takes_position_ids, vocabulary_size
 from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
 
 if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
@@ -34,9 +34,15 @@ def context_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
 
 
-def _lm_head(model: torch.nn.Module) -> torch.nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_output_embeddings()
+def context_length(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> int:
+    """lm-eval's ``max_length``: the config's n_positions, max_position_embeddings or n_ctx, else the tokenizer's
+    model_max_length when set, else 2048 (so 2048 for ALiBi models, whose positions have no limit)."""
+    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(model.config, name, None)
+        if value:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if limit and limit < 1e30 else 2048
 
 
 def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -55,23 +61,22 @@ def _right_padded(sequences: Sequence[Sequence[int]], pad: int, device: torch.de
 LOGITS_PER_CHUNK = 2**26
 
 
-def _token_logprobs(head: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+def _token_logprobs(model: torch.nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
     """log P(target | hidden state) for matching rows of ``hidden`` [N, H] and ``targets`` [N], float64."""
-    vocabulary = getattr(head, "out_features", None) or head.weight.shape[0]
-    rows = max(1, LOGITS_PER_CHUNK // vocabulary)
+    rows = max(1, LOGITS_PER_CHUNK // vocabulary_size(model))
     chosen = []
     for start in range(0, len(hidden), rows):  # the same arithmetic per row; only kernels may round differently
-        logprobs = torch.log_softmax(head(hidden[start : start + rows]).float(), dim=-1)
+        logprobs = torch.log_softmax(output_logits(model, hidden[start : start + rows]).float(), dim=-1)
         chosen.append(logprobs.gather(1, targets[start : start + rows, None]).squeeze(1))
     # float64 from here: a float32 running sum near -600 moves in steps of 6e-5, enough to
     # flip near-tied candidates.
     return torch.cat(chosen).double() if chosen else hidden.new_zeros(0, dtype=torch.float64)
 
 
-def _summed_per_row(head: torch.nn.Module, hidden: Tensor, targets: Tensor, scored: Tensor) -> Tensor:
+def _summed_per_row(model: torch.nn.Module, hidden: Tensor, targets: Tensor, scored: Tensor) -> Tensor:
     """Per row, the summed log-probabilities of ``targets`` at the ``scored`` positions ([B, T] each)."""
     total = torch.zeros(len(hidden), dtype=torch.float64, device=hidden.device)
-    return total.index_add_(0, scored.nonzero()[:, 0], _token_logprobs(head, hidden[scored], targets[scored]))
+    return total.index_add_(0, scored.nonzero()[:, 0], _token_logprobs(model, hidden[scored], targets[scored]))
 
 
 @torch.no_grad()
@@ -87,19 +92,19 @@ def score_sequences(
     device = next(model.parameters()).device
     start = context_token_id(tokenizer)
     token_lists = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
-    max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
+    max_len = context_length(model, tokenizer)
     # lm-eval keeps the last max_length + 1 tokens of context + continuation.
     sequences = [([start] + ids)[-(max_len + 1) :] for ids in token_lists]
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     scores = torch.empty(len(sequences), dtype=torch.float64)
-    decoder, head = decoder_of(model), _lm_head(model)
+    decoder = decoder_of(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in progress(batches) if progress else batches:
         ids, mask = _right_padded([sequences[i] for i in batch], pad, device)
         hidden = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False).last_hidden_state
         # Position t predicts token t + 1; padding is not scored.
-        scores[torch.tensor(batch)] = _summed_per_row(head, hidden, ids[:, 1:], mask[:, 1:].bool()).cpu()
+        scores[torch.tensor(batch)] = _summed_per_row(model, hidden, ids[:, 1:], mask[:, 1:].bool()).cpu()
     return scores
 
 
@@ -149,13 +154,18 @@ def score_with_shared_prefix(
     k = len(groups[0])
     flat = tokenizer([c for group in groups for c in group], add_special_tokens=False)["input_ids"]
     sequences = [[start] + ids for ids in flat]
-    max_len = getattr(model.config, "max_position_embeddings", None) or 10**9
-    if max(len(s) for s in sequences) > max_len + 1:  # lm-eval truncates from the left: no shared prefix left
+    max_len = context_length(model, tokenizer)
+    longest, window = max(len(s) for s in sequences), sliding_window(model)
+    # lm-eval truncates from the left: no shared prefix left. And a sliding-window cache drops the oldest
+    # slots of a right-padded row, padding included: past the window, the candidates would see other keys.
+    if longest > max_len + 1 or (window is not None and longest > window):
         texts = [c for group in groups for c in group]
         return score_sequences(model, tokenizer, texts, batch_size=batch_size * k, progress=progress).view(
             len(groups), k
         )
-    decoder, head = decoder_of(model), _lm_head(model)
+    decoder = decoder_of(model)
+    # Where positions come from the attention mask (ALiBi), the concatenated mask gives them.
+    positions_given = takes_position_ids(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     grouped = [sequences[g * k : (g + 1) * k] for g in range(len(groups))]
     prefix_lengths, order = shared_prefix_plan(grouped, batch_size)
@@ -172,10 +182,10 @@ def score_with_shared_prefix(
         inside = (
             torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None] - 1
         )  # position t predicts token t + 1
-        within = _summed_per_row(head, hidden, ids.roll(-1, dims=1), inside)  # the wrapped column is never inside
+        within = _summed_per_row(model, hidden, ids.roll(-1, dims=1), inside)  # the wrapped column is never inside
         last = hidden[torch.arange(len(batch), device=device), lengths - 1]  # predicts each candidate's first own token
         first = torch.tensor([[m[j][p] for j in range(k)] for m, p in zip(members, shared)], device=device)
-        firsts = _token_logprobs(head, last.repeat_interleave(k, dim=0), first.flatten()).view(len(batch), k)
+        firsts = _token_logprobs(model, last.repeat_interleave(k, dim=0), first.flatten()).view(len(batch), k)
         # 2. Each candidate's own tokens on top of its group's cache.
         rests = [m[j][p:] for m, p in zip(members, shared) for j in range(k)]
         totals = within[:, None] + firsts
@@ -187,11 +197,11 @@ def score_with_shared_prefix(
             rest_hidden = decoder(
                 input_ids=rest_ids[:, :-1],
                 attention_mask=attention,
-                position_ids=positions,
+                **({"position_ids": positions} if positions_given else {}),
                 cache=cache,
                 use_cache=True,
             ).last_hidden_state
-            totals = totals + _summed_per_row(head, rest_hidden, rest_ids[:, 1:], rest_mask[:, 1:].bool()).view(
+            totals = totals + _summed_per_row(model, rest_hidden, rest_ids[:, 1:], rest_mask[:, 1:].bool()).view(
                 len(batch), k
             )
         scores[torch.tensor(batch)] = totals.cpu()

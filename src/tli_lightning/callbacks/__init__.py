@@ -1,8 +1,8 @@
 """Reusable callbacks: per-layer alignment, zero-shot XNLI retention, adapter export, exact resume.
 
-Each works with any LightningModule that exposes a Hugging Face causal LM (plain or
-PEFT-wrapped) as ``.model`` and its tokenizer as ``.tokenizer``, or through the
-``get_model``/``get_tokenizer`` arguments. Importing them does not import the CLI.
+Each works with any LightningModule that exposes a causal LM of a supported family
+(:mod:`tli_lightning.backbones`; plain or PEFT-wrapped) as ``.model`` and its tokenizer as
+``.tokenizer``, or through the ``get_model``/``get_tokenizer`` arguments. Importing them does not import the CLI.
 """
 
 from tli_lightning.callbacks.adapter_export import AdapterExport
