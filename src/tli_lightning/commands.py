@@ -32,7 +32,8 @@ def _positive(text: str) -> int:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        help="hub id or local directory of a causal LM; 'tiny' = the embedded demo model "
+        help="hub id or local directory of a causal LM; 'tiny' = the embedded random demo model, 'tiny-aligned' = "
+        "its planted-alignment positive control "
         "(default with --adapter: the model the adapter was trained on)",
     )
     parser.add_argument(

@@ -80,7 +80,8 @@ class TLIModule(L.LightningModule):
 
         Args:
             model_name_or_path: Hub id or local directory of a Llama/Mistral/Qwen2-style causal
-                LM; ``tiny`` builds the embedded 4-block demo model offline.
+                LM; ``tiny`` builds the embedded 4-block demo model offline (random weights: the negative control),
+                ``tiny-aligned`` the same with alignment planted in its embeddings (the positive control).
             quantization: Load weights in 4-bit with bitsandbytes (``nf4``, ``fp4``) or not (``none``).
             compute_dtype: 4-bit compute dtype, and the dtype of every weight that is not 4-bit (so the
                 trainable weights of ``full``; LoRA weights stay float32).
