@@ -291,7 +291,13 @@ def zeroshot(argv: list[str]) -> None:
         help="score the seeded, label-stratified N examples a run with --data.xnli_limit N evaluated (with the "
         "run's --data.seed: --seed)",
     )
-    parser.add_argument("--seed", type=int, default=42, help="seed of --sample (default: 42, fit's --data.seed)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of --sample: the run's --data.seed, or its --seed_everything if that was null (default: 42, "
+        "fit's --data.seed)",
+    )
     parser.add_argument(
         "--output",
         default="preds.jsonl",
