@@ -388,7 +388,9 @@ def _timings(trainer: Any, wall_s: float | None) -> dict[str, Any]:
         "fit_wall_s": None if wall_s is None else round(wall_s, 3),
         "peak_memory_bytes": int(peak),
         "peak_memory_kind": kind,
-        "evaluations": {c.measurement: list(c.timings) for c in trainer.callbacks if isinstance(c, EpochMeasurement)},
+        "evaluations": {
+            c.measurement: list(getattr(c, "timings", [])) for c in trainer.callbacks if isinstance(c, EpochMeasurement)
+        },
     }
 
 

@@ -184,7 +184,8 @@ class EpochMeasurement(Callback):
     def _evaluate_measured(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
         with measured(pl_module.device) as cost:
             self.evaluate(trainer, pl_module, name)
-        self.timings.append({"name": name, **cost})
+        # setdefault: a subclass written before timings existed may not call this class's __init__.
+        self.__dict__.setdefault("timings", []).append({"name": name, **cost})
 
     def has_baseline(self) -> bool:
         raise NotImplementedError
