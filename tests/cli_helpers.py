@@ -25,6 +25,7 @@ QUICK = [
 # recipe says it trains, counted independently of the code that selects them.
 TRAINABLE_ON_TINY = {
     "tli_lora_early": 2 * 2 * 2,  # blocks 0-1, q and v, LoRA A and B
+    "lora_early_bf16": 2 * 2 * 2,  # the same LoRA on an unquantized base
     "lora_all": 4 * 2 * 2,  # every block
     "full_early": 2 * 9,  # blocks 0-1, every weight
     "full_all": 1 + 4 * 9 + 1,  # embeddings, every block, final norm; never the LM head

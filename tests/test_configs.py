@@ -117,7 +117,8 @@ def test_every_arm_runs_through_the_cli_with_its_own_precision(tmp_path, tiny_di
     assert result.returncode == 0, result.stderr[-4000:]
     assert found["trainable"] == found["gradients"] == TRAINABLE_ON_TINY[path.stem]
     assert found["precision"] == "bf16-mixed"
-    assert (found["lora"] > 0) == ("lora" in path.stem) and (found["packed"] > 0) == ("lora" in path.stem)
+    quantized = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]["quantization"] != "none"
+    assert (found["lora"] > 0) == ("lora" in path.stem) and (found["packed"] > 0) == quantized
     summary = json.loads((tmp_path / "logs" / path.stem / "version_0" / "summary.json").read_text())
     assert summary["name"] == path.stem and summary["status"] == "finished"
     if found["lora"]:

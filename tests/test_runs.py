@@ -46,6 +46,12 @@ def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
         a = json.loads((_run_dir(resumed_root) / "xnli" / f"{name}.json").read_text())
         b = json.loads((_run_dir(reference_root) / "xnli" / f"{name}.json").read_text())
         assert a["languages"]["sw"]["loglikelihoods"] == b["languages"]["sw"]["loglikelihoods"]
+    # Each evaluation's cost, kept in the checkpoint across the interruption: every evaluation once, in order.
+    timings = json.loads((_run_dir(resumed_root) / "summary.json").read_text())["provenance"]["timings"]
+    for measurement in ("alignment", "xnli"):
+        evaluations = timings["evaluations"][measurement]
+        assert [e["name"] for e in evaluations] == ["baseline", "epoch_01", "epoch_02"], measurement
+        assert all(e["wall_s"] > 0 for e in evaluations)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
@@ -74,6 +75,7 @@ class _Session:
         self.resume_config: Path | None = None  # this session's config.resumed<k>_at_step<S>.yaml
         self.command: list[str] = []
         self.trainer = None
+        self.started = time.perf_counter()  # the fit's wall time in summary.json counts from here
 
 
 def _configure_logging() -> None:
@@ -414,7 +416,7 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
             file=sys.stderr,
         )
         return
-    summary = runs.summarize(trainer, run, status)
+    summary = runs.summarize(trainer, run, status, wall_s=time.perf_counter() - session.started)
     path = runs.write_summary(run, summary)
     runs.log_hparams(trainer.loggers[0], summary)
     out = sys.stdout if status == "finished" else sys.stderr

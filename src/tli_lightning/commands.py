@@ -32,7 +32,8 @@ def _positive(text: str) -> int:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        help="hub id or local directory of a causal LM; 'tiny' = the embedded demo model "
+        help="hub id or local directory of a causal LM; 'tiny' = the embedded random demo model, 'tiny-aligned' = "
+        "its planted-alignment positive control "
         "(default with --adapter: the model the adapter was trained on)",
     )
     parser.add_argument(
@@ -297,7 +298,13 @@ def zeroshot(argv: list[str]) -> None:
         help="score the seeded, label-stratified N examples a run with --data.xnli_limit N evaluated (with the "
         "run's --data.seed: --seed)",
     )
-    parser.add_argument("--seed", type=int, default=42, help="seed of --sample (default: 42, fit's --data.seed)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of --sample: the run's --data.seed, or its --seed_everything if that was null (default: 42, "
+        "fit's --data.seed)",
+    )
     parser.add_argument(
         "--output",
         default="preds.jsonl",

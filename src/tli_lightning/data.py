@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,7 @@ class TLIDataModule(L.LightningDataModule):
         xnli_source: str = DEMO,
         xnli_split: str = "validation",
         xnli_limit: int | None = None,
-        seed: int = 42,
+        seed: int | None = 42,
     ) -> None:
         """
         Args:
@@ -91,8 +92,12 @@ class TLIDataModule(L.LightningDataModule):
             xnli_split: Hub split to evaluate; lm-eval scores ``validation``.
             xnli_limit: Evaluate a seeded, label-stratified subsample of this many examples
                 (the same rows in every language); null = all.
-            seed: Seed of the control split and the XNLI subsample: what is measured. Keep it fixed
-                across replicate runs; the batch order follows ``seed_everything``.
+            seed: Seed of the control split (when ``control_path`` is null) and the XNLI subsample (when
+                ``xnli_limit`` is set): what is measured. An integer keeps them fixed across replicate runs,
+                so seeds vary only the training (batch order, LoRA initialisation and dropout); null = the
+                run's ``seed_everything``, so replicate seeds also vary the control split and the XNLI
+                sample and their spread includes that sampling noise. summary.json records the seed used
+                (``data.seed_resolved``) and what a seed varied (``seed_varies``).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -114,6 +119,27 @@ class TLIDataModule(L.LightningDataModule):
         self.train_pairs: list[Pair] = []
         self.control_pairs: list[Pair] = []
         self.xnli: dict[str, list[XNLIExample]] = {}
+        self.xnli_subsampled = False
+
+    def data_seed(self) -> int:
+        """The seed of the control split and the XNLI subsample: ``seed``, or the run's when it is null."""
+        if self.hparams.seed is not None:
+            return self.hparams.seed
+        # seed_everything sets PL_GLOBAL_SEED in every process (DDP ranks inherit it), so all agree.
+        global_seed = os.environ.get("PL_GLOBAL_SEED")
+        if global_seed is None:
+            raise TLIError(
+                "data.seed null follows the run's seed, but none was set: call lightning.seed_everything(n) "
+                "first (the CLI does, with --seed_everything), or give data.seed an integer"
+            )
+        return int(global_seed)
+
+    def seed_varies(self) -> list[str]:
+        """What the run's seed changes in the data (after ``setup``): empty when ``seed`` is an integer."""
+        if self.hparams.seed is not None:
+            return []
+        varies = ["control split"] if self.hparams.control_path is None else []
+        return varies + (["XNLI sample"] if self.xnli_subsampled else [])
 
     def _lexicon(self, path: str, demo_name: str) -> list[Pair]:
         hp = self.hparams
@@ -128,7 +154,7 @@ class TLIDataModule(L.LightningDataModule):
         hp = self.hparams
         pairs = self._lexicon(hp.lexicon_path, "lexicon_trained.tsv")
         if hp.control_path is None:
-            pairs, control = split_control(pairs, hp.control_fraction, hp.seed)
+            pairs, control = split_control(pairs, hp.control_fraction, self.data_seed())
         else:
             control = self._lexicon(hp.control_path, "lexicon_control.tsv")
         self.train_pairs, dropped = resolve_leakage(pairs, control, hp.leakage)
@@ -147,8 +173,9 @@ class TLIDataModule(L.LightningDataModule):
         splits = {}
         for language in hp.xnli_languages:
             examples = load_xnli(source, language, hp.xnli_split)
-            keep = stratified_indices([e.label for e in examples], hp.xnli_limit, hp.seed)
+            keep = stratified_indices([e.label for e in examples], hp.xnli_limit, self.data_seed())
             splits[language] = [examples[i] for i in keep]
+            self.xnli_subsampled |= len(keep) < len(examples)
         return splits
 
     def _train_batches_done(self) -> int:
@@ -170,7 +197,7 @@ class TLIDataModule(L.LightningDataModule):
         # deals one global plan itself.
         epoch_carrier = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
         # Training order follows the global seed (replicate runs differ); what is measured follows data.seed.
-        seed = torch.initial_seed() % 2**31 if shuffle else self.hparams.seed
+        seed = torch.initial_seed() % 2**31 if shuffle else self.data_seed()
         batches = ConflictFreeBatchSampler(
             epoch_carrier,
             self.hparams.batch_size,
@@ -183,7 +210,7 @@ class TLIDataModule(L.LightningDataModule):
         # A private generator: creating an iterator then draws from it, not from torch's global
         # RNG, so evaluation and resuming do not shift the LoRA-dropout random stream.
         kwargs = dict(
-            batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.hparams.seed)
+            batch_sampler=batches, collate_fn=collate_pairs, generator=torch.Generator().manual_seed(self.data_seed())
         )
         if shuffle and not batches.global_plan():
             raise TLIError("no two trained pairs can share a batch (every pair shares a word with every other)")

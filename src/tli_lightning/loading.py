@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from tli_lightning.errors import TLIError
-from tli_lightning.tiny_model import TINY, build_tiny_model
+from tli_lightning.tiny_model import embedded_model_dir
 
 Quantization = Literal["nf4", "fp4", "none"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -43,8 +43,9 @@ def quantization_config(
 
 
 def resolve_model_path(model_name_or_path: str) -> str:
-    """``tiny`` -> the embedded model's directory; anything else is passed to ``from_pretrained``."""
-    return str(build_tiny_model()) if model_name_or_path == TINY else model_name_or_path
+    """``tiny``/``tiny-aligned`` -> the embedded model's directory; anything else is passed to ``from_pretrained``."""
+    embedded = embedded_model_dir(model_name_or_path)
+    return str(embedded) if embedded is not None else model_name_or_path
 
 
 def load_causal_lm(

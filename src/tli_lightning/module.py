@@ -91,7 +91,8 @@ class TLIModule(L.LightningModule):
         Args:
             model_name_or_path: Hub id or local directory of a causal LM of a supported family (Llama,
                 Mistral, Qwen2, Qwen3, Gemma-2, Gemma-3 text, Cohere, Phi-3, GPT-2, BLOOM); ``tiny`` builds
-                the embedded 4-block demo model offline.
+                the embedded 4-block demo model offline (random weights: the negative control), ``tiny-aligned``
+                the same with alignment planted in its embeddings (the positive control).
             quantization: Load weights in 4-bit with bitsandbytes (``nf4``, ``fp4``) or not (``none``).
             compute_dtype: 4-bit compute dtype, and the dtype of every weight that is not 4-bit (so the
                 trainable weights of ``full``; LoRA weights stay float32).

@@ -16,6 +16,7 @@ checkpoint. A plain ``fit`` never resumes anything.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ from tli_lightning.errors import TLIError
 # re-run the command line and must join the same run instead of claiming their own.
 RUN_ENV = "TLI_RUN"
 _VERSION = re.compile(r"^version_(\d+)$")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -254,8 +256,9 @@ def write_summary(run: Run, summary: dict[str, Any]) -> Path:
 SUMMARY_METRICS = ("csls_p_at_1", "cos", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s")
 
 
-def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
-    """The run's identity, settings and headline numbers, baseline -> final (also ``summary.json``)."""
+def summarize(trainer: Any, run: Run, status: str, wall_s: float | None = None) -> dict[str, Any]:
+    """The run's identity, settings and headline numbers, baseline -> final (also ``summary.json``), what a seed
+    varied, and its provenance (``wall_s``: this session's wall time, from the command's start)."""
     from tli_lightning.callbacks import LayerwiseAlignment, ZeroShotRetention
 
     module, datamodule = trainer.lightning_module, trainer.datamodule
@@ -276,6 +279,7 @@ def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
     if datamodule is not None and hasattr(datamodule, "fingerprint"):
         summary["data"] = {k: _plain(v) for k, v in datamodule.hparams.items()}
         summary["data"]["fingerprint"] = datamodule.fingerprint()
+        summary["data"]["seed_resolved"] = datamodule.data_seed()
         summary["data"]["counts"] = {
             "trained_pairs": len(datamodule.train_pairs),
             "control_pairs": len(datamodule.control_pairs),
@@ -314,7 +318,86 @@ def summarize(trainer: Any, run: Run, status: str) -> dict[str, Any]:
                     for lang in last["correct_of"]
                 },
             }
+    summary["seed_varies"] = seed_varies(module, datamodule)
+    summary["provenance"] = provenance(trainer, module, datamodule, wall_s)
     return summary
+
+
+def seed_varies(module: Any, datamodule: Any) -> list[str]:
+    """What the run's seed (``seed_everything``) changed, in words: what replicate seeds' spread can include."""
+    hp = getattr(module, "hparams", {})
+    varies = ["batch order"]
+    if hp.get("adaptation") == "lora":
+        varies.append("LoRA initialisation and dropout" if hp.get("lora_dropout") else "LoRA initialisation")
+    if datamodule is not None and hasattr(datamodule, "seed_varies"):
+        varies += datamodule.seed_varies()
+    return varies
+
+
+def provenance(trainer: Any, module: Any, datamodule: Any, wall_s: float | None) -> dict[str, Any]:
+    """``summary.json``'s ``provenance``: each part null if it cannot be read, never an error (see
+    :mod:`tli_lightning.provenance`)."""
+    from tli_lightning import provenance as p
+
+    hp = getattr(module, "hparams", {})
+    model = getattr(module, "model", None)
+    parts = {
+        "package": p.package,
+        "libraries": p.libraries,
+        "hardware": lambda: p.hardware(trainer),
+        "base_model": lambda: p.base_model(hp["model_name_or_path"], getattr(model, "config", None)),
+        "data_files": lambda: _data_files(datamodule),
+        "timings": lambda: _timings(trainer, wall_s),
+    }
+    found: dict[str, Any] = {}
+    for name, read in parts.items():
+        try:
+            found[name] = read()
+        except Exception as error:  # a summary must be written whatever its provenance lacks
+            log.warning("summary.json: provenance.%s not recorded: %s", name, error)
+            found[name] = None
+    return found
+
+
+def _data_files(datamodule: Any) -> dict[str, Any] | None:
+    if datamodule is None or not hasattr(datamodule, "hparams") or "lexicon_path" not in datamodule.hparams:
+        return None
+    from tli_lightning.data import DEMO
+    from tli_lightning.provenance import file_record
+    from tli_lightning.tiny_model import demo_data_path
+    from tli_lightning.xnli import local_xnli_path
+
+    hp = datamodule.hparams
+
+    def bundled(path: str, demo_name: str) -> str:
+        return str(demo_data_path(demo_name)) if path == DEMO else path
+
+    files: dict[str, Any] = {
+        "lexicon": file_record(bundled(hp.lexicon_path, "lexicon_trained.tsv")),
+        "control": None if hp.control_path is None else file_record(bundled(hp.control_path, "lexicon_control.tsv")),
+    }
+    source = bundled(hp.xnli_source, "xnli_{lang}.jsonl")
+    for language in hp.xnli_languages:
+        local = local_xnli_path(source, language)
+        files[f"xnli_{language}"] = (
+            file_record(local) if local is not None else {"source": hp.xnli_source, "split": hp.xnli_split}
+        )
+    return files
+
+
+def _timings(trainer: Any, wall_s: float | None) -> dict[str, Any]:
+    from tli_lightning.callbacks._common import EpochMeasurement
+    from tli_lightning.provenance import peak_memory
+
+    peak, kind = peak_memory(trainer.strategy.root_device)
+    return {
+        "fit_wall_s": None if wall_s is None else round(wall_s, 3),
+        "peak_memory_bytes": int(peak),
+        "peak_memory_kind": kind,
+        "evaluations": {
+            c.measurement: list(getattr(c, "timings", [])) for c in trainer.callbacks if isinstance(c, EpochMeasurement)
+        },
+    }
 
 
 def _plain(value: Any) -> Any:

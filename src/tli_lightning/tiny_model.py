@@ -1,9 +1,21 @@
-"""The embedded default model: a tiny Llama built offline, with a fixed seed.
+"""The embedded demo models: tiny Llamas built offline, with a fixed seed.
 
 ``model_name_or_path: tiny`` resolves here. The tokenizer is a byte-level BPE trained on the
 bundled demo text, so the whole pipeline (tokenizer, 4-bit loading, LoRA, scoring) runs the
 same code as for a hub model, with no network. Its weights are random: the demo shows the
-mechanics (loss falls, aligned similarity rises), not a finding.
+mechanics (loss falls, aligned similarity rises), not a finding. It is the **negative control**:
+no translation pair is closer than chance allows, except by shared subword tokens.
+
+``model_name_or_path: tiny-aligned`` is the **positive control**, with alignment planted where the
+measurement can find it: the same architecture, weights drawn with the same seed, and a tokenizer
+that also has every word of the bundled lexicons (``lexicon_trained.tsv``, ``lexicon_control.tsv``,
+both columns) as one token of its own. Each Swahili word's token embedding is then set to its
+English translation's (the first listed) plus Gaussian noise of ``_ALIGNED_NOISE`` times the
+embeddings' own scale (seeded), so a translation pair's cosine at layer 0 is about 0.4 and the
+random blocks above blur it further. Measured with ``scan --model tiny-aligned --lexicon demo
+--control demo``, retrieval P@1 (Swahili to English) is far above chance at every layer and not
+perfect (control pairs at layer 2: 0.66, chance 0.02; ``tiny``: 0.06): what an endpoint that can say
+"yes" must find. An identical-string pair (a name such as ``kenya``) is one token on both sides.
 """
 
 from __future__ import annotations
@@ -21,8 +33,12 @@ if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
     from transformers import PreTrainedTokenizerFast
 
 TINY = "tiny"
+TINY_ALIGNED = "tiny-aligned"
 # Bump when the recipe below changes, so stale caches are not reused.
 _VERSION = "v1"
+_ALIGNED_VERSION = "v1"
+# Noise standard deviation over the embedding initialisation's (0.02): cos(sw, en) ~ 1 / sqrt(1 + noise^2).
+_ALIGNED_NOISE = 2.3
 _ARCH = dict(
     hidden_size=128,
     intermediate_size=256,
@@ -87,11 +103,45 @@ def demo_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
+def lexicon_words() -> tuple[list[str], dict[str, str]]:
+    """Every word of the bundled lexicons (both columns, file order) and each Swahili word's first translation."""
+    words: dict[str, None] = {}
+    first: dict[str, str] = {}
+    for name in ("lexicon_trained.tsv", "lexicon_control.tsv"):
+        for line in demo_data_path(name).read_text(encoding="utf-8").splitlines()[1:]:
+            source, target = line.split("\t")[:2]
+            words.update({source: None, target: None})
+            first.setdefault(source, target)
+    return list(words), first
+
+
+def _plant_alignment(model, tokenizer, seed: int) -> None:
     import torch
+
+    _, first = lexicon_words()
+    embeddings = model.get_input_embeddings().weight
+    with torch.no_grad():
+        original = embeddings.detach().clone()  # read translations before any row is rewritten
+        scale = model.config.initializer_range
+        noise = torch.Generator().manual_seed(seed + 1)
+        for source, target in first.items():
+            if source == target:  # an identical-string pair (a name): one token, already "aligned"
+                continue
+            row = tokenizer.convert_tokens_to_ids(source)
+            noisy = original[tokenizer.convert_tokens_to_ids(target)]
+            noisy = noisy + _ALIGNED_NOISE * scale * torch.randn(embeddings.shape[1], generator=noise)
+            embeddings[row] = noisy
+
+
+def _build(directory: Path, vocab_size: int = 1024, seed: int = 0, aligned: bool = False) -> None:
+    import torch
+    from tokenizers import AddedToken
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = demo_tokenizer(vocab_size)
+    if aligned:
+        # single_word: a lexicon word inside a longer word of an XNLI sentence stays BPE pieces.
+        tokenizer.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in lexicon_words()[0]])
     tokenizer.save_pretrained(directory)
 
     config = LlamaConfig(
@@ -108,25 +158,29 @@ def _build(directory: Path, vocab_size: int = 1024, seed: int = 0) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            LlamaForCausalLM(config).save_pretrained(directory)
+            model = LlamaForCausalLM(config)
+            if aligned:
+                _plant_alignment(model, tokenizer, seed)
+            model.save_pretrained(directory)
         finally:
             hf_logging.enable_progress_bar()
 
 
-def build_tiny_model(directory: str | os.PathLike | None = None, wait_s: float = 300.0) -> Path:
-    """Build (once) and return the directory of the embedded tiny model.
+def build_tiny_model(directory: str | os.PathLike | None = None, wait_s: float = 300.0, aligned: bool = False) -> Path:
+    """Build (once) and return the directory of the embedded tiny model (``aligned``: ``tiny-aligned``).
 
     Safe to call from several processes at once (e.g. DDP ranks): each builds in a private
     temporary directory and the first complete one is renamed into place atomically. Under
     torch.distributed, transformers writes model weights on rank 0 only; other ranks wait for it.
     """
-    target = Path(directory) if directory is not None else cache_dir() / f"tiny-llama-{_VERSION}"
+    default = f"tiny-aligned-llama-{_ALIGNED_VERSION}" if aligned else f"tiny-llama-{_VERSION}"
+    target = Path(directory) if directory is not None else cache_dir() / default
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        _build(staging)
+        _build(staging, aligned=aligned)
         if (staging / "model.safetensors").exists():
             try:
                 os.rename(staging, target)
@@ -138,6 +192,20 @@ def build_tiny_model(directory: str | os.PathLike | None = None, wait_s: float =
     deadline = time.monotonic() + wait_s
     while not (target / "config.json").exists():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the embedded tiny model did not appear in {target} within {wait_s:.0f} s")
+            raise TimeoutError(f"the embedded demo model did not appear in {target} within {wait_s:.0f} s")
         time.sleep(0.2)
     return target
+
+
+def build_tiny_aligned_model(directory: str | os.PathLike | None = None, wait_s: float = 300.0) -> Path:
+    """Build (once) and return the directory of ``tiny-aligned``, the planted-alignment positive control."""
+    return build_tiny_model(directory, wait_s, aligned=True)
+
+
+def embedded_model_dir(name: str) -> Path | None:
+    """The directory of an embedded demo model (``tiny``, ``tiny-aligned``), built if needed; None for any other."""
+    if name == TINY:
+        return build_tiny_model()
+    if name == TINY_ALIGNED:
+        return build_tiny_aligned_model()
+    return None

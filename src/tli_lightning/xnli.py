@@ -104,10 +104,18 @@ def read_xnli_file(path: str | Path) -> list[XNLIExample]:
     return examples
 
 
+def local_xnli_path(source: str, language: str) -> str | None:
+    """The local file ``source`` names for ``language``; None for a hub id."""
+    if "{lang}" in source or Path(source).exists() or source.endswith((".jsonl", ".json", ".tsv", ".txt")):
+        return source.format(lang=language)
+    return None
+
+
 def load_xnli(source: str, language: str, split: str = "validation") -> list[XNLIExample]:
     """From a local path pattern containing ``{lang}``, a local file, or the hub id ``facebook/xnli``."""
-    if "{lang}" in source or Path(source).exists() or source.endswith((".jsonl", ".json", ".tsv", ".txt")):
-        return read_xnli_file(source.format(lang=language))
+    local = local_xnli_path(source, language)
+    if local is not None:
+        return read_xnli_file(local)
     from datasets import load_dataset
 
     try:

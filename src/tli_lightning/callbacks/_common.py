@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -138,13 +139,53 @@ def _fsdp_modules(model: torch.nn.Module) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
+# The process's CUDA peak before the latest reset by `measured`, so the run's overall peak survives the resets.
+_peak_before_resets = 0
+
+
+def peak_before_resets() -> int:
+    return _peak_before_resets
+
+
+@contextmanager
+def measured(device: torch.device) -> Iterator[dict[str, Any]]:
+    """Wall time and peak memory of the block, into the yielded dict (``wall_s``, ``peak_memory_bytes``).
+
+    On CUDA the peak is ``max_memory_allocated`` from a reset at the block's start; on a CPU it is None (the
+    process's peak resident set size cannot be reset, so it would not be the block's own).
+    """
+    global _peak_before_resets
+    cuda = device.type == "cuda"
+    if cuda:
+        _peak_before_resets = max(_peak_before_resets, torch.cuda.max_memory_allocated(device))
+        torch.cuda.reset_peak_memory_stats(device)
+    cost: dict[str, Any] = {}
+    start = time.perf_counter()
+    yield cost
+    cost["wall_s"] = round(time.perf_counter() - start, 3)
+    cost["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device)) if cuda else None
+
+
 class EpochMeasurement(Callback):
     """Runs :meth:`evaluate` before training (the baseline) and after every ``every_n_epochs`` epochs.
 
-    A run resumed from a checkpoint keeps the baseline saved in it instead of measuring a new one.
+    A run resumed from a checkpoint keeps the baseline saved in it instead of measuring a new one. Each
+    evaluation's cost is kept in ``timings`` (``{"name", "wall_s", "peak_memory_bytes"}``, in order), which
+    subclasses save with their state so a resumed run reports every evaluation's cost.
     """
 
     every_n_epochs: int = 1
+    # The measurement's name in summary.json's provenance.timings.evaluations.
+    measurement: str = "measurement"
+
+    def __init__(self) -> None:
+        self.timings: list[dict[str, Any]] = []
+
+    def _evaluate_measured(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
+        with measured(pl_module.device) as cost:
+            self.evaluate(trainer, pl_module, name)
+        # setdefault: a subclass written before timings existed may not call this class's __init__.
+        self.__dict__.setdefault("timings", []).append({"name": name, **cost})
 
     def has_baseline(self) -> bool:
         raise NotImplementedError
@@ -166,7 +207,7 @@ class EpochMeasurement(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._trained_this_session = True
         if not self.has_baseline():
-            self.evaluate(trainer, pl_module, "baseline")
+            self._evaluate_measured(trainer, pl_module, "baseline")
         elif self.last_step() == trainer.global_step:
             # Resumed where the latest evaluation was logged: TensorBoard hides what the interrupted
             # session logged from this step on (purge_step), this evaluation included. Show it again.
@@ -181,4 +222,4 @@ class EpochMeasurement(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self.evaluate(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")
+            self._evaluate_measured(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")

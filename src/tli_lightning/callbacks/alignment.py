@@ -57,6 +57,8 @@ class LayerwiseAlignment(EpochMeasurement):
         progress: Show a progress bar.
     """
 
+    measurement = "alignment"
+
     def __init__(
         self,
         pair_sets: Mapping[str, Sequence[Pair]] | None = None,
@@ -73,6 +75,7 @@ class LayerwiseAlignment(EpochMeasurement):
                 f"LayerwiseAlignment: every_n_epochs and batch_size must be >= 1 and limit >= 2, got "
                 f"{every_n_epochs}, {batch_size}, {limit}"
             )
+        super().__init__()
         self.pair_sets = pair_sets
         self.limit = limit
         self.every_n_epochs = every_n_epochs
@@ -164,8 +167,9 @@ class LayerwiseAlignment(EpochMeasurement):
             save_figure(trainer, directory, "align/per_layer", figure, last["global_step"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "last": self.last}
+        return {"baseline": self.baseline, "last": self.last, "timings": self.timings}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.baseline = state_dict.get("baseline")
         self.last = state_dict.get("last")
+        self.timings = list(state_dict.get("timings", []))

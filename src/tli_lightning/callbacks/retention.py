@@ -51,6 +51,8 @@ class ZeroShotRetention(EpochMeasurement):
         progress: Show a progress bar.
     """
 
+    measurement = "xnli"
+
     def __init__(
         self,
         examples: Mapping[str, Sequence[XNLIExample]] | None = None,
@@ -67,6 +69,7 @@ class ZeroShotRetention(EpochMeasurement):
                 f"ZeroShotRetention: every_n_epochs, batch_size and limit must be >= 1, got "
                 f"{every_n_epochs}, {batch_size}, {limit}"
             )
+        super().__init__()
         self.examples = examples
         self.templates = dict(templates or {})
         self.limit = limit
@@ -152,8 +155,9 @@ class ZeroShotRetention(EpochMeasurement):
             save_figure(trainer, directory, "xnli/accuracy", figure, last["global_step"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "history": self.history}
+        return {"baseline": self.baseline, "history": self.history, "timings": self.timings}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.baseline = dict(state_dict.get("baseline", {}))
         self.history = list(state_dict.get("history", []))
+        self.timings = list(state_dict.get("timings", []))

@@ -1,0 +1,48 @@
+"""TLIDataModule's data seed: fixed, or following the run's seed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tli_lightning.data import TLIDataModule
+from tli_lightning.errors import TLIError
+
+
+def _measured(seed: int | None) -> TLIDataModule:
+    data = TLIDataModule(control_path=None, xnli_limit=12, seed=seed)
+    data.setup("fit")
+    return data
+
+
+def _rows(data: TLIDataModule) -> tuple:
+    return sorted(data.control_pairs), [e.premise for e in data.xnli["sw"]]
+
+
+def test_a_null_data_seed_follows_the_run_seed(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # what seed_everything(7) sets
+    following = _measured(None)
+    assert following.data_seed() == 7
+    assert _rows(following) == _rows(_measured(7))
+    # Another run seed draws another control split and XNLI sample.
+    monkeypatch.setenv("PL_GLOBAL_SEED", "8")
+    other = _measured(None)
+    assert _rows(other)[0] != _rows(following)[0] and _rows(other)[1] != _rows(following)[1]
+    assert other.fingerprint() != following.fingerprint()
+    assert following.seed_varies() == ["control split", "XNLI sample"]
+
+
+def test_a_fixed_data_seed_ignores_the_run_seed(monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    fixed = _measured(42)
+    monkeypatch.setenv("PL_GLOBAL_SEED", "8")
+    assert _rows(_measured(42)) == _rows(fixed) and fixed.seed_varies() == []
+    # Only what a seed actually draws: the bundled control set and every XNLI row are not sampled.
+    bundled = TLIDataModule(seed=None)
+    bundled.setup("fit")
+    assert bundled.seed_varies() == []
+
+
+def test_a_null_data_seed_without_a_run_seed_is_refused(monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    with pytest.raises(TLIError, match="seed_everything"):
+        _measured(None)
