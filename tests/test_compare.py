@@ -395,7 +395,7 @@ def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
         _fake_run(logs, "tli", seed, seed, correct={"sw": (10, final), "en": (12, 12)})
     for seed, final in enumerate([4, 5, 6, 5, 3]):
         _fake_run(
-            logs, "full_early", seed, seed, correct={"sw": (10, final), "en": (12, 10)}, model={"adaptation": "full"}
+            logs, "full_early", seed, seed, correct={"sw": (10, final), "en": (12, 5)}, model={"adaptation": "full"}
         )
     for seed, final in enumerate([7, 8]):
         _fake_run(logs, "full_all", seed, seed, correct={"sw": (10, final), "en": (12, 12)}, model=FULL_ALL)
@@ -411,10 +411,11 @@ def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
     # The effect: mean accuracy change of tli's runs minus full_early's, per language and pooled over examples.
     assert sw["estimate"] == pytest.approx((10 - 10) / EXAMPLES - (np.mean([4, 5, 6, 5, 3]) - 10) / EXAMPLES)
     pooled = early["per_language"]["pooled"]["difference"]
-    assert pooled["estimate"] == pytest.approx((sw["estimate"] + (0 - (10 - 12) / EXAMPLES)) / 2)
+    assert pooled["estimate"] == pytest.approx((sw["estimate"] + (0 - (5 - 12) / EXAMPLES)) / 2)
     assert sw["paired"] and sw["runs"] == [5, 5]
     assert early["answer"] == "yes" and early["per_language"]["sw"]["answer"] == "yes"
-    assert "kept more XNLI accuracy than full_early" in early["words"]
+    assert early["per_language"]["en"]["answer"] == "yes"
+    assert "kept more XNLI accuracy than full_early in every language" in early["words"]
     assert by_full["full_all"]["answer"] == "not answerable"  # 2 seeds: the rule applies to this pair alone
     assert "fewer than 5 distinct seeds per arm (full_all: 2)" in by_full["full_all"]["words"]
     assert by_full["full_all"]["full_kind"] == "full fine-tuning, whole model: embeddings + blocks 0-3 + final norm"
@@ -424,7 +425,7 @@ def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
     lines = [line for line in md.splitlines() if line.startswith("- **tli vs ")]
     assert len(lines) == 2
     assert lines[0].startswith("- **tli vs full_early** (full-rank fine-tuning, blocks 0-1): **yes**")
-    assert lines[1].startswith("- **tli vs full_all** (full fine-tuning, whole model") and "seeds 5 vs 2" in lines[1]
+    assert lines[1].startswith("- **tli vs full_all** (full fine-tuning, whole model") and "(full_all: 2)" in lines[1]
 
 
 def _retention_answer(tmp_path, lora_finals, full_finals, *, baseline, examples, min_seeds=5) -> dict:
@@ -469,6 +470,18 @@ def test_no_spread_or_too_few_seeds_is_not_answerable_never_no(tmp_path):
     assert one["answer"] == "not answerable" and "fewer than 5 distinct seeds" in one["words"]
 
 
+def test_retention_is_decided_per_language_first(tmp_path):
+    logs = tmp_path / "logs"
+    # Swahili: LoRA keeps what full fine-tuning loses; English: the other way round.
+    for seed in range(5):
+        _fake_run(logs, "tli", seed, seed, correct={"sw": (10, 10), "en": (12, 5)})
+        _fake_run(logs, "full", seed, seed, correct={"sw": (10, 3), "en": (12, 12)}, model={"adaptation": "full"})
+    [c] = build_report([logs / "tli", logs / "full"], resamples=2000)["verdict"]["retention"]["comparisons"]
+    assert (c["per_language"]["sw"]["answer"], c["per_language"]["en"]["answer"]) == ("yes", "no")
+    assert c["answer"] == "mixed" and "the languages answer sw yes, en no" in c["words"]
+    assert c["per_language"]["pooled"]["answer"] == "inconclusive"  # +0.35 - 0.35 = 0: pooling would hide both
+
+
 def test_the_alignment_verdict_answers_both_questions_from_the_primary_endpoint(tmp_path):
     logs = tmp_path / "logs"
     # Planted: control retrieval rises from 2 to 10 of 12 queries in every seed; random: stays at 1 of 12.
@@ -479,6 +492,7 @@ def test_the_alignment_verdict_answers_both_questions_from_the_primary_endpoint(
     assert planted["answer_gain"] == "yes" and planted["answer_beyond_chance"] == "yes"
     effect = planted["arms"]["tli"]["gain"]["effect"]
     assert effect["estimate"] == pytest.approx(8 / 12) and effect["ci_low"] > 0.3
+    assert "before training: inconclusive" in planted["arms"]["tli"]["beyond_chance"]["words"]  # 2 of 12, 1/24
     random = build_report([logs / "random" / "tli"], resamples=2000)["verdict"]["alignment"]
     assert random["answer_gain"] == "not answerable"  # every query's hit is unchanged: no spread
     assert random["answer_beyond_chance"] == "inconclusive"  # 1 of 12 against a chance of 1/24

@@ -245,3 +245,19 @@ def test_full_training_of_all_trains_the_familys_embedding_step_and_the_blocks_b
     # The token embeddings and what the family adds before block 0; never the final norm or a separate LM head.
     expected = {"gpt2": {"wte", "wpe"}, "bloom": {"word_embeddings", "word_embeddings_layernorm"}}
     assert before_blocks == expected.get(family, {"embed_tokens"})
+
+
+def test_the_help_names_each_familys_default_lora_targets():
+    # module.py's docstring is the --help text and repeats the seam's table by hand: keep the two in step.
+    import inspect
+
+    from tli_lightning.backbones import FAMILIES
+    from tli_lightning.module import TLIModule
+
+    doc = " ".join(inspect.getdoc(TLIModule.__init__).split())
+    table = doc.split("lora_target_modules:", 1)[1].split(" include_special_tokens:", 1)[0]
+    segments = [segment.strip() for segment in table.split(";")]
+    for family in FAMILIES:
+        targets = ", ".join(family.query_value)
+        named = [s for s in segments if targets + " (" in s and family.name.split("-")[0] in s]
+        assert named, f"{family.name}: {targets} not listed in the help of lora_target_modules: {table}"

@@ -195,3 +195,12 @@ def test_the_detectable_change_gives_80_percent_power_to_the_exact_mcnemar_test(
         counts = rng.multinomial(500, [gained_rate, lost_rate, 1 - gained_rate - lost_rate])
         hits += sp.binomtest(int(counts[0]), int(counts[0] + counts[1])).pvalue < 0.05
     assert 0.7 < hits / 1500 < 0.87  # the exact test is a little conservative
+
+
+def test_a_single_cluster_has_no_interval():
+    from tli_lightning.stats import cluster_bootstrap_ci
+
+    low, high = cluster_bootstrap_ci([1.0, 2.0, 3.0], [5, 5, 5])
+    assert np.isnan(low) and np.isnan(high)
+    with pytest.raises(ValueError, match="resamples"):
+        cluster_bootstrap_ci([1.0, 2.0], [0, 1], resamples=0)

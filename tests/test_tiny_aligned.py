@@ -49,13 +49,14 @@ def test_a_second_build_is_identical(aligned_dir, tmp_path):
 
 def test_translation_retrieval_is_far_above_chance_on_tiny_aligned_and_not_on_tiny(aligned_dir, tiny_dir):
     planted, random = _control_report("tiny-aligned"), _control_report("tiny")
-    chance = 1 / planted["candidates"]
-    assert planted["candidates"] == random["candidates"] == 50
+    chance = planted["chance_p_at_1"]
+    assert planted["pool_candidates"] == random["pool_candidates"] == 50 and chance == pytest.approx(1 / 50)
     # Layer 0 is the embeddings themselves: the planted cosine, about 1 / sqrt(1 + 2.3^2).
     assert 0.3 < planted["cos"][0] < 0.5 and abs(random["cos"][0]) < 0.1
-    # Measured: 0.66 (33x chance) on tiny-aligned, 0.06 on tiny.
-    assert planted["p_at_1_s2t"][TARGET_LAYER] > 5 * chance and random["p_at_1_s2t"][TARGET_LAYER] < 5 * chance
-    assert planted["p_at_1_s2t"][TARGET_LAYER] < 1.0  # not perfect: training has room to show a gain
+    # The primary endpoint finds the planted alignment far above chance, and none on the random model.
+    p_planted, p_random = planted["csls_p_at_1"][TARGET_LAYER], random["csls_p_at_1"][TARGET_LAYER]
+    assert p_planted > 10 * chance and p_random < 5 * chance, (p_planted, p_random)
+    assert p_planted < 1.0  # not perfect: training has room to show a gain
     assert planted["gap"][TARGET_LAYER] > 5 * random["gap"][TARGET_LAYER] > 0
 
 
@@ -66,4 +67,5 @@ def test_the_default_fit_runs_on_tiny_aligned(tmp_path, aligned_dir):
     summary = json.loads((tmp_path / "logs" / "demo" / "version_0" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["model"]["model_name_or_path"] == "tiny-aligned"
     control = summary["alignment"]["layers"][str(TARGET_LAYER)]["control"]
-    assert control["p_at_1_s2t"][0] > 5 / 50  # the baseline the run measured (NF4, the default) finds it too
+    # The baseline the run measured (NF4, the default) finds it too, against the chance of the shared pool.
+    assert control["csls_p_at_1"][0] > 10 * control["chance_p_at_1"]

@@ -107,7 +107,8 @@ def main() -> None:
         choices=range(1, 65),
         metavar="N",
         default=1,
-        help="runs at a time, sharing the CPU cores between them (default: 1; RESULTS.md has the measured times)",
+        help="runs at a time, sharing the CPU cores between them (default: 1; benchmarks/RESULTS.md section 5 has the "
+        "measured time with 2)",
     )
     args = parser.parse_args()
     epochs = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []

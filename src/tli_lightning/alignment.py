@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tli_lightning.lexicon import Pair
+from tli_lightning.lexicon import Pair, word_components
 from tli_lightning.representations import all_hidden_states, masked_mean, tokenize_words
 
 if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
@@ -191,19 +191,8 @@ def chance_reciprocal_rank(right: int, candidates: int) -> float:
 
 def _clusters(pairs: Sequence[Pair], sources: Sequence[str]) -> list[int]:
     """Cluster id per source word: sources linked through shared words of the pairs (either side) share one."""
-    parent: dict[tuple[str, str], tuple[str, str]] = {}
-
-    def root(node: tuple[str, str]) -> tuple[str, str]:
-        parent.setdefault(node, node)
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    for s, t in pairs:
-        parent[root(("s", s))] = root(("t", t))
-    ids: dict[tuple[str, str], int] = {}
-    return [ids.setdefault(root(("s", w)), len(ids)) for w in sources]
+    of_source = {s: c for (s, _), c in zip(pairs, word_components(pairs))}
+    return [of_source[w] for w in sources]
 
 
 class _Pool:

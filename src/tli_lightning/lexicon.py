@@ -122,6 +122,24 @@ def read_lexicon(path: str | Path, source_column: str = "sw", target_column: str
     return Lexicon(pairs, duplicates, str(path))
 
 
+def word_components(pairs: Sequence[Pair]) -> list[int]:
+    """Per pair, the id of its connected component in the source-target word graph: pairs linked through a
+    shared word (either side, transitively) share an id. Ids number the components in order of first pair."""
+    parent: dict[tuple[int, str], tuple[int, str]] = {}
+
+    def find(node: tuple[int, str]) -> tuple[int, str]:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for source, target in pairs:
+        parent[find((0, source))] = find((1, target))
+    ids: dict[tuple[int, str], int] = {}
+    return [ids.setdefault(find((0, source)), len(ids)) for source, _ in pairs]
+
+
 def split_control(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """Hold out about ``fraction`` of the pairs as a control set that shares no word with the rest.
 
@@ -131,20 +149,9 @@ def split_control(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[li
     """
     if not 0.0 < fraction < 1.0:
         raise TLIError(f"control_fraction must be between 0 and 1 (exclusive), got {fraction}")
-    parent: dict[tuple[int, str], tuple[int, str]] = {}
-
-    def find(node):
-        parent.setdefault(node, node)
-        while parent[node] != node:
-            parent[node] = parent[parent[node]]
-            node = parent[node]
-        return node
-
-    for source, target in pairs:
-        parent[find((0, source))] = find((1, target))
-    groups: dict[tuple[int, str], list[int]] = {}
-    for index, (source, _) in enumerate(pairs):
-        groups.setdefault(find((0, source)), []).append(index)
+    groups: dict[int, list[int]] = {}
+    for index, component in enumerate(word_components(pairs)):
+        groups.setdefault(component, []).append(index)
     ordered = sorted(groups.values())
     random.Random(seed).shuffle(ordered)
     wanted = round(fraction * len(pairs))

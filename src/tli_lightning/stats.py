@@ -168,12 +168,15 @@ def cluster_bootstrap_ci(
     """Percentile bootstrap CI of the mean of ``values`` when items come in clusters (``clusters[i]`` is item
     i's cluster id): whole clusters are resampled with replacement and each resample's mean is the sum over
     its items divided by their number. With one item per cluster it is :func:`bootstrap_ci`'s plain
-    bootstrap (the same resampled means for the same seed)."""
+    bootstrap (the same resampled means for the same seed). ``(nan, nan)`` for fewer than 2 clusters: one
+    cluster resampled is always itself, which says nothing about the noise."""
     v = np.asarray(values, dtype=np.float64).ravel()
     c = np.asarray(clusters).ravel()
     if v.shape != c.shape:
         raise ValueError(f"values and clusters must have one entry per item, got {v.size} and {c.size}")
-    if v.size == 0:
+    if resamples < 1 or not 0 < confidence < 1:
+        raise ValueError(f"resamples must be >= 1 and 0 < confidence < 1, got {resamples}, {confidence}")
+    if len(np.unique(c)) < 2:
         return math.nan, math.nan
     sums, sizes = _cluster_sums(v, c)
     rng = np.random.default_rng(seed)

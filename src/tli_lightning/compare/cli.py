@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_answers(answers: dict) -> None:
+    unanswered = [name for name, a in answers.items() if a["answer"] == "not answerable"]
+    for name, a in answers.items():
+        if a["answer"] != "not answerable":
+            print(f"  {name}: {a['answer']}: {a['words']}")
+    if unanswered:
+        print(f"  not answerable (report.md says why): {', '.join(unanswered)}")
+
+
 def compare(argv: list[str]) -> None:
     """``python -m tli_lightning compare RUN_DIR [RUN_DIR ...] --output DIR``."""
     args = _parser().parse_args(argv)
@@ -102,10 +111,8 @@ def compare(argv: list[str]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
     retention, alignment = report["verdict"]["retention"], report["verdict"]["alignment"]
     print(f"{retention['question']} {retention['answer']}")
-    for c in retention["comparisons"]:
-        print(f"  {c['early_lora']} vs {c['full']}: {c['answer']}: {c['words']}")
+    _print_answers({f"{c['early_lora']} vs {c['full']}": c for c in retention["comparisons"]})
     for key, question in alignment["questions"].items():
         print(f"{question} {alignment['answer_' + key]}")
-        for arm, v in alignment["arms"].items():
-            print(f"  {arm}: {v[key]['answer']}: {v[key]['words']}")
+        _print_answers({arm: v[key] for arm, v in alignment["arms"].items()})
     print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -7,9 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tli_lightning.compare._shared import CHANCE_XNLI
+
 
 def _bar(value: float, interval: Any) -> list[list[float]]:
-    """Error-bar lengths below and above ``value``; rounding can put an interval's end a hair inside it."""
+    """Error-bar lengths below and above ``value`` (none where the interval is undefined); rounding can put an
+    interval's end a hair inside the value."""
+    if not interval or interval[0] is None or interval[1] is None:
+        return [[0.0], [0.0]]
     return [[max(0.0, value - interval[0])], [max(0.0, interval[1] - value)]]
 
 
@@ -156,12 +161,14 @@ def figure_accuracy(report: dict[str, Any], path: Path) -> None:
     languages = report["data"]["xnli_languages"]
     fig, axes = _figure(len(languages), width=4.6)
     arms = list(report["arms"])
+    offsets = []
     for ax, lang in zip(axes, languages):
         for a, arm in enumerate(arms):
             members = [r for r in report["runs"] if r["arm"] == arm]
             for k, r in enumerate(members):
                 x = r["xnli"][lang]
                 offset = a * 0.8 / max(1, len(arms)) + k * 0.6 / max(1, len(members)) / max(1, len(arms))
+                offsets.append(offset)
                 for stage in (0, 1):
                     acc = x["acc"][stage]
                     ax.errorbar(
@@ -175,8 +182,9 @@ def figure_accuracy(report: dict[str, Any], path: Path) -> None:
                         elinewidth=0.8,
                         alpha=0.8,
                     )
-        ax.axhline(1 / 3, color="grey", linestyle=":", linewidth=1.2)
-        ax.set_xticks([0.4, 1.4], ["before training", "final"])
+        centre = (min(offsets) + max(offsets)) / 2 if offsets else 0.0
+        ax.axhline(CHANCE_XNLI, color="grey", linestyle=":", linewidth=1.2)
+        ax.set_xticks([centre, 1 + centre], ["before training", "final"])
         ax.set_ylabel(f"XNLI {lang} accuracy (Wilson 95% CI)", fontsize=10)
         ax.set_title(f"zero-shot XNLI {lang}", fontsize=11)
         ax.grid(alpha=0.3, axis="y")

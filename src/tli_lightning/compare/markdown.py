@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tli_lightning.compare._shared import FIGURES, SETS, _fmt, _p, _spread
+from tli_lightning.compare._shared import FIGURES, PAPER_LAYER, SETS, _fmt, _p, _spread
 from tli_lightning.layers import LAYERS_NOTE
 
 
@@ -43,7 +43,12 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     settings, arms = report["settings"], report["arms"]
     verdict = report["verdict"]
     lines = ["## Verdict", "", "Decision rules, the same for every question, applied per language first:", ""]
-    lines += [f"- retention: {verdict['rules']['retention']}", f"- alignment: {verdict['rules']['alignment']}", ""]
+    lines += [
+        f"- retention: {verdict['rules']['retention']}",
+        f"- alignment: {verdict['rules']['alignment']}",
+        f"- combining: {verdict['rules']['combining']}",
+        "",
+    ]
     ret = verdict["retention"]
     lines += [
         f"**{ret['question']}** {ret['answer'].capitalize()}: {ret['words']}.",
@@ -53,12 +58,13 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     ]
     for c in ret["comparisons"]:
         lora, full = c["early_lora"], c["full"]
-        lines.append(
-            f"- **{lora} vs {full}** ({c['full_kind']}): **{c['answer']}**; seeds {c['distinct_seeds'][lora]}"
-            f" vs {c['distinct_seeds'][full]}."
-        )
+        head = f"- **{lora} vs {full}** ({c['full_kind']}): **{c['answer']}**"
+        if c["answer"] == "not answerable":
+            lines.append(f"{head}: {c['words']}")
+            continue
+        lines.append(f"{head}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
         for lang, v in c["per_language"].items():
-            lines.append(f"  - {lang}: {v['answer']}: {v['words']}")
+            lines.append(f"  - {lang}{' (secondary)' if lang == 'pooled' else ''}: {v['answer']}: {v['words']}")
         lines.append(
             f"  - descriptive: mean accuracy change {lora} {_spread(c['acc_change'][lora], unit=' runs')}, {full} "
             f"{_spread(c['acc_change'][full], unit=' runs')}; retention (final / baseline, secondary, meaningless "
@@ -70,10 +76,9 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     lines.append("")
     ali = verdict["alignment"]
     conf = ali["confidence"]
+    k = round((1 - settings["confidence"]) / (1 - conf))
     bonferroni = (
-        f" (each arm's CI at {conf:.1%}: Bonferroni over {len(ali['early_lora_arms'])} early-layer LoRA arms)"
-        if len(ali["early_lora_arms"]) > 1
-        else ""
+        f" (each arm's CI at {conf:.2%}: Bonferroni over {k} answerable early-layer LoRA arms)" if k > 1 else ""
     )
     lines.append(f"Alignment endpoint: {ali['endpoint']}{bonferroni}.")
     lines.append("")
@@ -88,7 +93,7 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     notes = [f"- {arm}: {v['note']}" for arm, v in ali["arms"].items() if v["note"]]
     if notes:
         lines += ["Descriptive, not evidence either way:", "", *notes, ""]
-    if settings["stats_layer"] != 2:
+    if settings["stats_layer"] != PAPER_LAYER:
         lines += [f"Note: {ali.get('note')}.", ""]
     return lines
 
@@ -155,8 +160,9 @@ def _paper_lines(report: dict[str, Any]) -> list[str]:
         "What the paper's numbers measured: its 0.3211 -> 0.4113 (trained) and 0.3143 -> 0.4033 (control) are the "
         "mean raw cosine of translation pairs at hidden_states[2], our `cos`: a global shift of the space raises it "
         "for every pair of words, so alone it cannot tell alignment from anisotropy. Its pilot's 0.99998 is the "
-        "BOS-inclusive mean (`cos_bos`): from block 1 on, the BOS position carries a huge, nearly constant "
-        "activation, so every BOS-inclusive vector looks alike. The `gap` subtracts each pair's random-pair "
+        "BOS-inclusive mean (`cos_bos`): in Llama-3 models the BOS position carries a huge, nearly constant "
+        "activation from block 1 on (massive activations, arXiv 2402.17762; not measured by these runs), so every "
+        "BOS-inclusive vector looks alike. The `gap` subtracts each pair's random-pair "
         "baseline but still shrinks under a shift; the primary endpoint (CSLS P@1 over the shared pool, centered) "
         "does not move under a shift or a rescaling.",
         "",
@@ -276,8 +282,6 @@ def format_markdown(report: dict[str, Any]) -> str:
             "base",
             "epochs",
             "steps",
-            "fit wall s",
-            "peak memory GB",
         ],
         [
             [
@@ -295,7 +299,6 @@ def format_markdown(report: dict[str, Any]) -> str:
                 f"{r['base_model']['identity']} ({r['base_precision']})",
                 r["alignment_epoch"],
                 r["global_step"],
-                *_cost(r),
             ]
             for r, label in zip(runs, labels)
         ],
@@ -359,9 +362,10 @@ def format_markdown(report: dict[str, Any]) -> str:
     for r, label in zip(runs, labels):
         primary = next((t for t in r["tests"] if t["primary"]), None)
         significant = sum(t["holm_p"] is not None and t["holm_p"] < alpha for t in r["tests"])
+        family = sum(t["p"] is not None for t in r["tests"])
         first = f"{primary['test']}: p = {_p(primary['p'])}, Holm p = {_p(primary['holm_p'])}" if primary else "n/a"
         lines.append(
-            f"- {label} (seed {r['seed']}): {len(r['tests'])} tests; primary {first}; significant after Holm at "
+            f"- {label} (seed {r['seed']}): {family} tests (Holm's family); primary {first}; significant after Holm at "
             f"{alpha:.2f}: {significant}"
         )
     lines.append("")
@@ -459,6 +463,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         )
     lines += _table(header, rows)
 
+    lines += _cost_lines(runs, labels)
     lines += [
         "## Figures",
         "",
@@ -472,10 +477,29 @@ def format_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cost(run: dict[str, Any]) -> list[str]:
-    timings = (run.get("provenance") or {}).get("timings") or {}
-    wall, peak = timings.get("fit_wall_s"), timings.get("peak_memory_bytes")
-    return [_fmt(wall, 1), _fmt(peak / 1e9, 2) if peak else "n/a"]
+def _cost_lines(runs: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """What each run cost: the last session's wall time (loading, evaluations and training), the peak memory,
+    and each measurement's time per evaluation (kept across resumes)."""
+    measurements = sorted(
+        {m for r in runs for m in (((r.get("provenance") or {}).get("timings") or {}).get("evaluations") or {})}
+    )
+    if not measurements:
+        return []
+    header = ["run", "session wall s", "peak memory GB", "peak memory kind"]
+    header += [f"{m} s per evaluation (count)" for m in measurements]
+    rows = []
+    for r, label in zip(runs, labels):
+        t = (r.get("provenance") or {}).get("timings") or {}
+        peak = t.get("peak_memory_bytes")
+        row = [label, _fmt(t.get("fit_wall_s"), 1), _fmt(peak / 1e9, 2) if peak else "n/a", t.get("peak_memory_kind")]
+        for m in measurements:
+            done = (t.get("evaluations") or {}).get(m) or []
+            walls = [e["wall_s"] for e in done if e.get("wall_s") is not None]
+            row.append(f"{sum(walls) / len(walls):.2f} ({len(walls)})" if walls else "n/a")
+        rows.append(row)
+    return ["## Cost per run", "", "Session wall time: from start to summary of the last session of the run.", ""] + (
+        _table(header, rows)
+    )
 
 
 def _what_was_compared(report: dict[str, Any]) -> list[str]:

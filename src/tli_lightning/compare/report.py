@@ -13,7 +13,7 @@ from tli_lightning.compare.figures import figure_accuracy, figure_per_layer, fig
 from tli_lightning.compare.markdown import format_markdown
 from tli_lightning.compare.numbers import _arms, _run_entry, split_learning_rates, xnli_context
 from tli_lightning.compare.reading import _check_same_data, check_same_base, find_runs, load_run
-from tli_lightning.compare.verdict import RULES, alignment_verdict, retention_verdict
+from tli_lightning.compare.verdict import COMBINING, RULES, alignment_verdict, retention_verdict
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import LAYERS_NOTE
 
@@ -100,6 +100,7 @@ def build_report(
             "rules": {
                 "retention": rules.replace("{items}", "XNLI examples"),
                 "alignment": rules.replace("{items}", "clusters of control queries that share a word"),
+                "combining": COMBINING,
             },
             "retention": retention_verdict(runs, loaded, arms, verdict_settings),
             "alignment": alignment_verdict(runs, loaded, arms, verdict_settings),

@@ -8,6 +8,9 @@ Every answer is one of four, and the rules (:data:`RULES`) are the same for ever
 - ``inconclusive``: it includes 0; the minimum detectable effect for this design is given;
 - ``not answerable``: it cannot be computed (too few seeds, no spread to estimate an interval from), with
   the reason. Never "no".
+
+Several answers to one question (languages, comparisons, arms) combine as :data:`COMBINING` says; "mixed" is
+the honest name for answers that point both ways.
 """
 
 from __future__ import annotations
@@ -26,6 +29,13 @@ RULES = (
     "estimate it from), with the reason, never read as no. CIs: two-stage bootstrap, {resamples} resamples, seed "
     "{seed}: the runs (seeds) of each arm resampled with replacement, then the items ({items}); items shared by "
     "all runs are resampled with the same indices for every run (paired)."
+)
+COMBINING = (
+    "Retention is decided per language first: a comparison's answer combines its languages' answers (the same "
+    "answer: that answer; yes or no beside inconclusive: inconclusive; yes beside no: mixed); the pooled languages "
+    "are shown as secondary. Answers that are not answerable are left out of a combination. Alignment: with k "
+    "early-layer LoRA arms that have the seeds to be answered, each arm's CI is at 1 - alpha/k (Bonferroni), so "
+    "the question's answer is yes when any arm's is, no when every answerable arm's is, else inconclusive."
 )
 
 
@@ -105,10 +115,11 @@ def retention_verdict(
         )
         out.update(answer="not answerable", words=f"no {missing} run among those compared")
     else:
-        out.update(
-            answer=_combine([c["answer"] for c in comparisons]),
-            words="; ".join(f"{c['early_lora']} vs {c['full']}: {c['answer']}" for c in comparisons),
-        )
+        answered = [c for c in comparisons if c["answer"] != "not answerable"]
+        words = "; ".join(f"{c['early_lora']} vs {c['full']}: {c['answer']}" for c in answered)
+        if len(answered) < len(comparisons):
+            words += f"{'; ' if answered else ''}{len(comparisons) - len(answered)} comparison(s) not answerable"
+        out.update(answer=_combine([c["answer"] for c in comparisons]), words=words)
     return out
 
 
@@ -136,23 +147,25 @@ def _retention_pair(
         result = hierarchical_bootstrap([values(lora), values(full)], [1, -1], paired=settings["paired"], **boot)
         answer, words = decide(result, reason, settings["confidence"])
         per_language[lang] = {"answer": answer, "words": words, "difference": result}
-    pooled = per_language["pooled"]
-    agree = {per_language[lang]["answer"] for lang in languages}
-    languages_words = (
-        "the languages agree"
-        if len(agree) == 1
-        else "the languages disagree: " + ", ".join(f"{lang} {per_language[lang]['answer']}" for lang in languages)
+    answer = _combine([per_language[lang]["answer"] for lang in languages])
+    each = ", ".join(f"{lang} {per_language[lang]['answer']}" for lang in languages)
+    agree = len({per_language[lang]["answer"] for lang in languages}) == 1
+    direction = {"yes": "kept more", "no": "kept less"}.get(answer)
+    if answer == "not answerable":
+        words = per_language[languages[0]]["words"]
+    elif direction:
+        words = f"early-layer LoRA {direction} XNLI accuracy than {full} in {'every language' if agree else each}"
+    else:
+        words = f"the languages answer {each}"
+    words += (
+        f"; pooled over languages (secondary): {per_language['pooled']['answer']}, {per_language['pooled']['words']}"
     )
-    direction = {"yes": "kept more", "no": "kept less"}.get(pooled["answer"])
-    words = pooled["words"]
-    if direction:
-        words = f"early-layer LoRA {direction} XNLI accuracy than {full}: {words}"
     comparison = {
         "early_lora": lora,
         "full": full,
         "full_kind": arms[full]["kind"],
-        "answer": pooled["answer"],
-        "words": f"{words}; {languages_words}",
+        "answer": answer,
+        "words": words,
         "per_language": per_language,
         "distinct_seeds": {arm: arms[arm]["distinct_seeds"] for arm in (lora, full)},
         "acc_change": {arm: arms[arm]["acc_change_mean"] for arm in (lora, full)},
@@ -161,6 +174,12 @@ def _retention_pair(
         "different_bases": None,
     }
     if arms[lora]["base_precision"] != arms[full]["base_precision"]:
+        comparison["different_bases"] = (
+            f"the arms start from different bases ({arms[lora]['base_precision']} vs {arms[full]['base_precision']}); "
+            "the difference mixes adaptation with quantization: compare arms on the same base (e.g. lora_early_bf16 "
+            "vs full_early) for adaptation alone"
+        )
+    if comparison["different_bases"] and settings["paired"]:  # the same examples: count what the bases change
         first = {arm: loaded[members[arm][0]] for arm in (lora, full)}
         differ = []
         for lang in languages:
@@ -168,11 +187,9 @@ def _retention_pair(
                 np.argmax(np.asarray(r.xnli[0]["languages"][lang]["loglikelihoods"]), 1) for r in first.values()
             ]
             differ.append(f"{lang} {int(np.sum(predictions[0] != predictions[1]))} of {len(predictions[0])}")
-        comparison["different_bases"] = (
-            f"the arms start from different bases ({arms[lora]['base_precision']} vs {arms[full]['base_precision']}): "
-            f"their baseline predictions differ before any training ({', '.join(differ)} examples, first seeds); "
-            "the difference mixes adaptation with quantization: compare an arm on the same base (e.g. "
-            "lora_early_bf16 vs full_early) for adaptation alone"
+        comparison["different_bases"] += (
+            f"; their baseline predictions already differ before any training ({', '.join(differ)} examples, "
+            "first seeds)"
         )
     return comparison
 
@@ -189,13 +206,15 @@ def alignment_verdict(
 
     layer = settings["stats_layer"]
     early = [a for a, v in arms.items() if v["group"] == "early_lora"]
-    confidence = 1 - (1 - settings["confidence"]) / max(1, len(early))
+    # k counts the arms that can be answered at all, which the seeds decide before any outcome is seen.
+    answerable = [a for a in early if arms[a]["distinct_seeds"] >= settings["min_seeds"]]
+    confidence = 1 - (1 - settings["confidence"]) / max(1, len(answerable))
     boot = {"seed": settings["seed"], "resamples": settings["resamples"], "confidence": confidence}
     per_arm: dict[str, Any] = {}
     for arm in early:
         indices = [i for i, r in enumerate(runs) if r["arm"] == arm]
         reason = _seed_reason(arms, [arm], settings["min_seeds"])
-        final, gain, clusters, cos_moves = [], [], [], []
+        final, start, gain, clusters, cos_moves = [], [], [], [], []
         for i in indices:
             before, after = (loaded[i].alignment[k]["sets"].get("control") for k in (0, 1))
             if before is None or after is None or layer not in loaded[i].alignment[1]["layers"]:
@@ -203,16 +222,22 @@ def alignment_verdict(
                 continue
             hits0, hits1 = query_hits(before, layer), query_hits(after, layer)
             final.append(hits1 - query_chance(after))
+            start.append(hits0 - query_chance(before))
             gain.append(hits1 - hits0)
             clusters.append(np.asarray(after["query_clusters"]))
             cos_moves.append([after[m][layer] - before[m][layer] for m in ("cos", "cos_random")])
         questions = {}
-        for key, values in (("beyond_chance", final), ("gain", gain)):
+        for key, values in (("beyond_chance", final), ("before_training", start), ("gain", gain)):
             result = None
             if values and reason is None:
                 result = hierarchical_bootstrap([values], [1], [clusters], paired=settings["paired"], **boot)
             answer, words = decide(result, reason, confidence)
             questions[key] = {"answer": answer, "words": words, "effect": result}
+        # Above chance after training says nothing about training if it was so before: say both.
+        before = questions.pop("before_training")
+        questions["beyond_chance"]["before_training"] = before
+        if before["answer"] != "not answerable":
+            questions["beyond_chance"]["words"] += f"; before training: {before['answer']}, {before['words']}"
         note = None
         if cos_moves:
             cos_gain, random_gain = np.mean(cos_moves, axis=0)
@@ -236,7 +261,10 @@ def alignment_verdict(
         "arms": per_arm,
     }
     for key in out["questions"]:
-        out[f"answer_{key}"] = _combine([v[key]["answer"] for v in per_arm.values()]) if per_arm else "not answerable"
+        answers = [v[key]["answer"] for v in per_arm.values()]
+        out[f"answer_{key}"] = "yes" if "yes" in answers else _combine(answers) if answers else "not answerable"
+        if out[f"answer_{key}"] == "mixed":  # no yes: the answerable arms say no and inconclusive
+            out[f"answer_{key}"] = "inconclusive"
     out["question"] = out["questions"]["gain"]
     out["answer"] = out["answer_gain"]
     if layer != PAPER_LAYER:
