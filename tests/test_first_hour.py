@@ -166,3 +166,32 @@ def test_the_tensorboard_hint_only_for_runs_with_a_tensorboard_logger(tmp_path):
     assert "tensorboard --logdir logs" in _summary_text(summary, path, [TensorBoardLogger(tmp_path)])
     text = _summary_text(summary, path, [CSVLogger(tmp_path)])
     assert "tensorboard" not in text and "logs:        logs/demo/version_0\n" in text
+
+
+def test_our_bar_is_added_once_and_goes_when_bars_are_off():
+    from jsonargparse import Namespace
+
+    from tli_lightning.cli import _add_progress_bar
+
+    config = Namespace(trainer=Namespace(enable_progress_bar=True, callbacks=[]))
+    _add_progress_bar(config)
+    _add_progress_bar(config)  # a resumed run's config.yaml already holds it
+    assert [c.class_path.rsplit(".", 1)[1] for c in config.trainer.callbacks] in (
+        ["RunProgressBar"],
+        ["RichRunProgressBar"],
+    )
+    config.trainer.enable_progress_bar = False  # `--config <run>/config.yaml --trainer.enable_progress_bar false`
+    _add_progress_bar(config)
+    assert config.trainer.callbacks == []  # Lightning refuses a bar callback with bars off
+
+
+def test_per_layer_scalars_for_the_target_and_final_layers_unless_told():
+    from tli_lightning.callbacks import LayerwiseAlignment
+    from tli_lightning.errors import TLIError
+
+    assert LayerwiseAlignment().scalar_layers_of(32, 2) == [2, 32]  # 16 cards at 33 layers, not 594
+    assert LayerwiseAlignment().scalar_layers_of(32, None) == [32]
+    assert LayerwiseAlignment(scalar_layers=[0, -2]).scalar_layers_of(32, 2) == [0, 31]
+    assert LayerwiseAlignment(scalar_layers="all").scalar_layers_of(4, 2) == [0, 1, 2, 3, 4]
+    with pytest.raises(TLIError, match="unknown scalar_metrics"):
+        LayerwiseAlignment(scalar_metrics=["cosine"])

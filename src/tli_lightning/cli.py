@@ -154,7 +154,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
         def _parse_ckpt_path(self) -> None:
             # Lightning would torch.load the whole checkpoint here (GBs for full fine-tuning) and let its
             # hyperparameters silently override the command line. Runs instead resume with the settings
-            # they started with, checked against the run's config.yaml in before_fit.
+            # they started with, checked against the run's config.yaml in before_instantiate_classes.
             pass
 
         def add_arguments_to_parser(self, parser) -> None:
@@ -163,7 +163,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
                     "trainer.max_epochs": 5,
                     "trainer.precision": "32-true",
                     "trainer.log_every_n_steps": 5,
-                    # Logged once the run ends, with its final numbers (runs.log_hparams), for the HPARAMS tab.
+                    # Logged once the run ends, with its final numbers (hparams.log_run_hparams), for the HPARAMS tab.
                     "trainer.enable_autolog_hparams": False,
                     "trainer.logger": DEFAULT_LOGGER,
                     "trainer.callbacks": DEFAULT_CALLBACKS,
@@ -374,10 +374,11 @@ def _loggers_follow_run(config, run) -> None:
         args = logger.init_args
         if kind in ("TensorBoardLogger", "CSVLogger"):
             args.save_dir, args.name, args.version = save_dir, run.name, run.version
-            if kind == "TensorBoardLogger" and run.resumed_from is not None:
+            if kind == "TensorBoardLogger":
                 # TensorBoard hides what the interrupted session logged from the checkpoint's step on: it is
-                # logged again. (Extra keyword arguments go to its SummaryWriter.)
-                args.purge_step = run.resumed_step
+                # logged again. (Extra keyword arguments go to its SummaryWriter; a resumed session's saved
+                # config carries it, which a new run started from that config must not inherit.)
+                args.purge_step = run.resumed_step if run.resumed_from is not None else None
         elif kind == "WandbLogger":
             # Its files inside the run's directory; the run's name on the W&B page.
             args.save_dir, args.name = str(run.log_dir), f"{run.name}/version_{run.version}"
@@ -391,7 +392,14 @@ def _add_progress_bar(config) -> None:
     """Lightning's default bar, less `v_num`, unless the user gave one or turned bars off."""
     import importlib.util
 
+    def ours(callback) -> bool:
+        path = getattr(callback, "class_path", "")
+        return path.startswith("tli_lightning.") and path.endswith(("RunProgressBar", "RichRunProgressBar"))
+
     if config.trainer.enable_progress_bar is False:
+        # A run's saved config.yaml holds the bar this function added: bars off, it goes (Lightning refuses both).
+        kept = [c for c in config.trainer.callbacks or [] if not ours(c)]
+        config.trainer.callbacks = kept
         return
     names = [getattr(c, "class_path", type(c).__name__) for c in (config.trainer.callbacks or [])]
     if not any(n.endswith("ProgressBar") for n in names):
