@@ -72,7 +72,7 @@ def fit_settings(argv: list[str]) -> dict[str, Any]:
 def check_fit_inputs(argv: list[str]) -> None:
     """Refuse the user's own files' errors (and a model path that cannot be a model) with TLIError."""
     from tli_lightning.lexicon import check_control_choice, read_lexicon
-    from tli_lightning.xnli import read_xnli_file
+    from tli_lightning.xnli import candidate_templates, read_xnli_file
 
     try:
         settings = fit_settings(argv)
@@ -90,6 +90,7 @@ def check_fit_inputs(argv: list[str]) -> None:
     source, languages = settings["data.xnli_source"], settings["data.xnli_languages"]
     if isinstance(source, str) and "{lang}" in source and isinstance(languages, list):
         for language in languages:
+            candidate_templates(language)  # an unknown language before its missing file, as TLIDataModule does
             read_xnli_file(source.format(lang=language))
     model = settings["model.model_name_or_path"]
     if isinstance(model, str) and model != "tiny":
