@@ -14,7 +14,7 @@ python -m tli_lightning fit --model.model_name_or_path "$out/deep_tiny" --traine
 port=6123
 tensorboard --logdir logs --host 127.0.0.1 --port "$port" > tensorboard.log 2>&1 &
 board=$!
-trap 'kill "$board"' EXIT
+trap 'kill "$board"; wait "$board" 2> /dev/null || true' EXIT
 sleep 8
 for tab in scalars custom_scalars images hparams; do
     timeout 90 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,3000 \
