@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tli_lightning.threads import apply_thread_defaults
+
+# Before any test module imports torch: the tests' own OpenMP threads (and the CLI subprocesses, which
+# inherit the environment) sleep instead of spinning while they wait, as the CLI's do.
+apply_thread_defaults()
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -80,7 +80,9 @@ def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
         torch.tensor(baseline["languages"]["sw"]["loglikelihoods"], dtype=torch.float64), direct, atol=1e-4, rtol=0
     )
     assert trainer.callback_metrics["xnli/sw/retention"].item() == pytest.approx(1.0)
-    assert "align/control/gap/layer_02" in trainer.callback_metrics
+    # A module without `target_layer`: the final layer's scalars only (every layer is in the JSON).
+    assert "align/control/gap/layer_04" in trainer.callback_metrics
+    assert "align/control/gap/layer_02" not in trainer.callback_metrics
     report = json.loads((run / "alignment" / "epoch_02.json").read_text())
     assert report["sets"]["trained"]["cos"] == alignment.baseline["sets"]["trained"]["cos"]
     assert len(report["sets"]["control"]["per_pair_cos"]) == 3

@@ -130,11 +130,26 @@ BAD_INPUT = {
         lambda t: ["--model.lora_r", "abc"],
         "\"model.lora_r\": Expected a <class 'int'>. Got value: abc",
     ),
+    # The user's own file's error, not the refusal of the default control_path (demo) that comes after it.
+    "own_lexicon_error_first": (
+        lambda t: ["--data.lexicon_path", _write(t / "l.tsv", "sw\ten\nmaji\n")],
+        "l.tsv:2: expected 2 tab-separated fields, got 1",
+    ),
+    "own_lexicon_error_first_in_a_config": (
+        lambda t: ["--config", _write(t / "c.yaml", "data:\n  lexicon_path: " + _write(t / "l.tsv", "sw\ten\nx\n"))],
+        "l.tsv:2: expected 2 tab-separated fields, got 1",
+    ),
+    "model_path_is_a_file": (
+        lambda t: ["--model.model_name_or_path", _write(t / "model.safetensors", b"")],
+        "model.safetensors is a file; give the model's directory",
+    ),
 }
+# Refused only once the Trainer exists (its precision, the model's depth): the rest before it prints its banner.
+AFTER_THE_TRAINER = {"half_true_precision", "layer_out_of_range"}
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, tiny_dir, case):
+def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, caplog, tiny_dir, case):
     if case == "gpu_config_on_a_cpu" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the GPU config would train")
     arguments, message = BAD_INPUT[case]
@@ -146,6 +161,8 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path, monkeypatch, ti
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], err[-2000:]
     assert "Traceback" not in err and "usage:" not in err
+    assert "run the command again" not in err  # it would fail the same way
+    assert ("GPU available:" in caplog.text) is (case in AFTER_THE_TRAINER)  # Lightning's banner, a log record
     assert not list(tmp_path.glob("logs/*/version_*")) and not list(
         tmp_path.glob("checkpoints/*/*/*.ckpt")
     )  # nothing left to resume
@@ -216,8 +233,11 @@ def demo_run(tmp_path_factory, tiny_dir) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run demo/version_0 finished at step 205 (5 epochs)" in result.stdout
     assert "Traceback" not in result.stderr
-    for noise in ("litlogger", "ckpt_path", "exists and is not empty"):
+    for noise in ("litlogger", "ckpt_path", "exists and is not empty", "v_num"):
         assert noise not in result.stderr, noise
+    assert result.stderr.splitlines()[0].startswith("fit: base tiny (nf4 4-bit, compute bfloat16)") or (
+        result.stderr.splitlines()[1].startswith("fit: base tiny (nf4 4-bit, compute bfloat16)")  # after bitsandbytes'
+    )
     messages = [line for line in result.stderr.splitlines() if line.strip() and "%|" not in line]  # progress bars aside
     assert len(messages) == len(set(messages)), messages  # each log line once
     return root
@@ -239,6 +259,27 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
         summary["xnli"]["languages"]["sw"]["acc"][1] == xnli["correct"] / xnli["n"] == xnli["acc"]
     )  # an exact fraction
     assert len(list((run / "figures").glob("*.png"))) == 12 and (run / "config.yaml").is_file()
+    # Per-layer scalars for the target and the final layer only; every layer is in the JSON and the figure.
+    assert {tag.rsplit("_", 1)[1] for tag in series if tag.startswith("align/")} == {"02", "04"}
+    assert len(json.loads((run / "alignment" / "epoch_05.json").read_text())["sets"]["control"]["gap"]) == 5
+
+    # Every setting and data fingerprint, in HPARAMS and in hparams.yaml.
+    import yaml
+
+    hparams = _tensorboard_hparams(run)
+    for key in (
+        "model/lora_alpha",
+        "model/margin",
+        "model/warmup_steps",
+        "data/batch_size",
+        "data/lexicon_path",
+        "trainer/max_epochs",
+        "trainer/precision",
+    ):
+        assert key in hparams, key
+    assert hparams["data/fingerprint/trained_pairs"] == summary["data"]["fingerprint"]["trained_pairs"]
+    saved = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert saved["model"]["lora_alpha"] == 32 and saved["data"]["fingerprint"] == summary["data"]["fingerprint"]
 
     checkpoints = demo_run / "checkpoints" / "demo" / "version_0"
     checkpoint = load(checkpoints / "last.ckpt")
@@ -256,6 +297,17 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
     exported = dict(PeftModel.from_pretrained(base, checkpoints / "adapter_epoch05").named_parameters())
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.equal(exported[name.removeprefix("model.")].float(), tensor.float()), name
+    card = (checkpoints / "adapter_epoch05" / "README.md").read_text()
+    gap = series["align/trained/gap/layer_02"][-1][1]
+    for line in (
+        "base_model: tiny",
+        "| method | LoRA r=16, alpha=32, dropout=0.05 on ['q_proj', 'v_proj'] of blocks [0, 1] |",
+        "| target layer | hidden_states[2]",
+        f"| fingerprint trained_pairs | `{summary['data']['fingerprint']['trained_pairs']}` |",
+        f"| `align/trained/gap/layer_02` | {gap:.4f} |",
+        "python -m tli_lightning fit\n",
+    ):
+        assert line in card, line
     settings = json.loads((checkpoints / "adapter_epoch05" / "tli_settings.json").read_text())
     assert settings == {
         "model_name_or_path": "tiny",
@@ -271,8 +323,25 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
     }
 
 
+def _tensorboard_hparams(run_dir: Path) -> dict:
+    """The settings of a run's HPARAMS tab, as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    data = plugin_data_pb2.HParamsPluginData()
+    data.ParseFromString(events.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
+    return {
+        key: value.string_value or value.number_value or value.bool_value
+        for key, value in data.session_start_info.hparams.items()
+    }
+
+
 @pytest.mark.slow
-def test_tensorboard_custom_scalars_draw_every_layer_of_a_metric_in_one_chart(demo_run):
+def test_tensorboard_custom_scalars_one_chart_per_tag_grouped_by_layer(demo_run):
+    # TensorBoard colours custom-scalar lines by run and draws no legend: one tag per chart, or lines nobody can
+    # tell apart.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.custom_scalar import layout_pb2
 
@@ -281,13 +350,53 @@ def test_tensorboard_custom_scalars_draw_every_layer_of_a_metric_in_one_chart(de
     events.Reload()
     layout = layout_pb2.Layout()
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
+    categories = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+    assert list(categories)[:2] == ["alignment at layer 2 (target)", "alignment at layer 4 (final)"]
     logged = set(scalars(run))
-    for name in ("trained: gap", "control: p_at_1_s2t"):
-        drawn = {tag for tag in logged if any(re.fullmatch(pattern, tag) for pattern in charts[name])}
-        assert drawn == {f"align/{name.replace(': ', '/')}/layer_{i:02d}" for i in range(5)}  # hidden_states 0-4
-    xnli = {tag for tag in logged if any(re.fullmatch(p, tag) for p in charts["acc per language"])}
-    assert xnli == {"xnli/sw/acc", "xnli/en/acc"}
+    for charts in categories.values():
+        for title, patterns in charts.items():
+            drawn = {tag for tag in logged if any(re.fullmatch(pattern, tag) for pattern in patterns)}
+            assert len(drawn) == 1, (title, drawn)
+    assert categories["alignment at layer 2 (target)"]["control: gap (layer 2)"] == [r"align/control/gap/layer_02"]
+    assert set(categories["zero-shot XNLI"]) == {"sw: acc", "en: acc", "sw: retention", "en: retention"}
+
+
+@pytest.mark.slow
+def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
+    # A second logger with a save_dir and name of its own: it writes into the run (or is named after it).
+    import importlib.util
+
+    wandb, mlflow = (importlib.util.find_spec(name) is not None for name in ("wandb", "mlflow"))
+    extra = ["--trainer.logger+=lightning.pytorch.loggers.CSVLogger"]
+    extra += ["--trainer.logger.save_dir=elsewhere", "--trainer.logger.name=other"]
+    if wandb:
+        extra += ["--trainer.logger+=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.offline=true"]
+    if mlflow:  # MLflow 3 refuses its old file store: a local database, also offline
+        extra += ["--trainer.logger+=lightning.pytorch.loggers.MLFlowLogger"]
+        extra += [f"--trainer.logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    result = cli(
+        ["fit", *QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--data.xnli_limit=3", *extra],
+        tmp_path,
+        env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "elsewhere").exists() and sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["demo"]
+    run = tmp_path / "logs" / "demo" / "version_0"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"align/trained/gap/layer_02", "xnli/sw/acc", "hparams/xnli_sw_acc"} <= set(header)
+    hparams = _tensorboard_hparams(run)
+    assert "data/fingerprint/trained_pairs" in hparams and "model/lora_alpha" in hparams
+    if wandb:
+        (record,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
+        content = record.read_bytes()
+        assert b"demo/version_0" in content and b"data/fingerprint/trained_pairs" in content
+    if mlflow:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        (logged,) = client.search_runs([client.get_experiment_by_name("demo").experiment_id])
+        assert logged.info.run_name == "version_0" and set(logged.data.params) == set(hparams)
+        assert logged.data.params["model/lora_alpha"] == "32"
 
 
 @pytest.mark.slow

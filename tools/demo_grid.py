@@ -107,7 +107,7 @@ def main() -> None:
         choices=range(1, 65),
         metavar="N",
         default=1,
-        help="runs at a time, sharing the CPU cores between them (default: 1; benchmarks/RESULTS.md section 5 has the "
+        help="runs at a time, sharing the CPU cores between them (default: 1; benchmarks/RESULTS.md section 7 has the "
         "measured time with 2)",
     )
     args = parser.parse_args()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 
 from tli_lightning.errors import RunInterrupted, TLIError, usage_error
 from tli_lightning.layers import LAYERS_NOTE
+from tli_lightning.threads import apply_thread_defaults
 
 MEASURE_COMMANDS = ("scan", "zeroshot", "compare")
 log = logging.getLogger("tli_lightning")
@@ -45,7 +47,24 @@ SUBCOMMAND_HELP = {
     "fit": "Train a new run (or resume one with --ckpt_path), measuring before training and after every epoch.",
     "validate": "Contrastive loss and similarities on the control pairs, of a run's checkpoint (--ckpt_path).",
     "test": "The same as validate, logged as a test.",
+    "scan": "Per-layer alignment of translation pairs, no training (a model, or an adapter on its base).",
+    "zeroshot": "Zero-shot XNLI exactly as lm-evaluation-harness, one JSON line per example.",
+    "compare": "Runs side by side: alignment, XNLI retention, paired statistics, a verdict (report.md).",
 }
+COMMANDS = ("fit", "validate", "test", *MEASURE_COMMANDS)
+# `fit --help` shows these groups (ours first); `fit --help-all` adds the Trainer's ~370 lines after them.
+SHORT_HELP_TRAINER = (
+    "--trainer.max_epochs",
+    "--trainer.max_steps",
+    "--trainer.precision",
+    "--trainer.accelerator",
+    "--trainer.devices",
+    "--trainer.strategy",
+    "--trainer.logger",
+    "--trainer.callbacks",
+    "--trainer.enable_progress_bar",
+    "--trainer.accumulate_grad_batches",
+)
 DEFAULT_CALLBACKS = [
     # First: its signal handlers must be in place before the (long) baseline evaluation starts.
     _component("tli_lightning.callbacks.ExactResume"),
@@ -57,10 +76,12 @@ DEFAULT_CALLBACKS = [
         enable_version_counter=False,
         save_on_train_epoch_end=True,
     ),
-    _component("tli_lightning.callbacks.AdapterExport"),
     _component("tli_lightning.callbacks.LayerwiseAlignment"),
     _component("tli_lightning.callbacks.ZeroShotRetention"),
+    # After the evaluations: each adapter's card carries that epoch's numbers.
+    _component("tli_lightning.callbacks.AdapterExport"),
 ]
+
 DEFAULT_LOGGER = _component(
     "lightning.pytorch.loggers.TensorBoardLogger", save_dir="logs", name="demo", default_hp_metric=False
 )
@@ -76,6 +97,7 @@ class _Session:
         self.command: list[str] = []
         self.trainer = None
         self.started = time.perf_counter()  # the fit's wall time in summary.json counts from here
+        self.help = "short"  # what `fit --help` prints: "short" (ours, then a pointer) or "all"
 
 
 def _configure_logging() -> None:
@@ -96,6 +118,7 @@ def _configure_logging() -> None:
         r".*distributed.nn.functional.all_gather is deprecated.*",  # Lightning's own all_gather
         r".*is not supported by the model summary.*",  # its size estimate under bf16-mixed: nothing is wrong
         r".*Checkpoint directory .* exists and is not empty.*",  # a resumed run writes on into its own folder
+        r".*Experiment logs directory .* exists and is not empty.*",  # a CSVLogger writes into the run's folder
     ):
         warnings.filterwarnings("ignore", message=message)
 
@@ -124,6 +147,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
             fit = self._subcommand_parsers.get("fit") if add_subcommands else None
             if fit is not None:
                 fit._option_string_actions["--ckpt_path"].help = CKPT_PATH_HELP
+                _tli_options_first(fit, short=session.help == "short")
             # The subcommand list shows what each does here, not the Trainer methods' docstrings.
             action = getattr(self.parser, "_subcommands_action", None) if add_subcommands else None
             for choice in getattr(action, "_choices_actions", []):
@@ -132,7 +156,7 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
         def _parse_ckpt_path(self) -> None:
             # Lightning would torch.load the whole checkpoint here (GBs for full fine-tuning) and let its
             # hyperparameters silently override the command line. Runs instead resume with the settings
-            # they started with, checked against the run's config.yaml in before_fit.
+            # they started with, checked against the run's config.yaml in before_instantiate_classes.
             pass
 
         def add_arguments_to_parser(self, parser) -> None:
@@ -141,21 +165,64 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
                     "trainer.max_epochs": 5,
                     "trainer.precision": "32-true",
                     "trainer.log_every_n_steps": 5,
-                    # Logged once the run ends, with its final numbers (runs.log_hparams), for the HPARAMS tab.
+                    # Logged once the run ends, with its final numbers (hparams.log_run_hparams), for the HPARAMS tab.
                     "trainer.enable_autolog_hparams": False,
                     "trainer.logger": DEFAULT_LOGGER,
                     "trainer.callbacks": DEFAULT_CALLBACKS,
                 }
             )
 
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            subcommand = self.config.get("subcommand")
+            if subcommand in COMMANDS and _is_rank_zero():
+                # First, before Lightning's messages: the base every number of this command is measured on.
+                from tli_lightning.commands import describe_base
+
+                model = self.config[subcommand].model
+                log.info(
+                    "%s: %s",
+                    subcommand,
+                    describe_base(
+                        model.model_name_or_path,
+                        model.quantization,
+                        model.compute_dtype,
+                        self.config[subcommand].trainer.precision,
+                    ),
+                )
+
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand]
             _check_callbacks(config)
+            _add_progress_bar(config)
             if self.subcommand != "fit":
                 # validate/test log beside the runs, not as runs of their own.
                 config.trainer.logger.init_args.name = f"{_logger_args(config)['name']}-{self.subcommand}"
                 if config.ckpt_path is None:
                     log.warning("%s without --ckpt_path scores the untrained base model", self.subcommand)
+                return
+            # Every input is checked before the Trainer and the model exist: a mistake costs seconds, not a model load.
+            from tli_lightning.loading import check_model_source, resolve_model_path
+
+            if config.model.model_name_or_path != "tiny":
+                check_model_source(resolve_model_path(config.model.model_name_or_path))
+            self.prepared_data = TLIDataModule(**config.data.as_dict())
+            # Data first: a mistyped file fails here, before a run directory is created.
+            self.prepared_data.prepare_data()
+            self.prepared_data.setup("fit")
+            run, fresh = _resolve_run(config)
+            if run.resumed_from is not None:
+                # Refusals first: a refused resume must leave the run as it was.
+                _check_resume_matches(self.parser, self.config, self.subcommand, run)
+                _check_something_left_to_train(config, run)
+            session.run, session.fresh = run, fresh
+            _loggers_follow_run(config, run)
+
+        def instantiate_classes(self) -> None:
+            super().instantiate_classes()
+            prepared = getattr(self, "prepared_data", None)
+            if prepared is not None:  # the one whose files were read and checked, not a second copy
+                self.datamodule = self.config_init[self.subcommand]["data"] = prepared
 
         def before_validate(self) -> None:
             self._resolve_evaluated_checkpoint()
@@ -179,20 +246,11 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
         def before_fit(self) -> None:
             from tli_lightning import runs
 
-            # Data first: a mistyped file fails here, before a run directory is created.
-            self.datamodule.prepare_data()
-            self.datamodule.setup("fit")
-            config = self.config[self.subcommand]
-            run, fresh = _resolve_run(config)
-            if run.resumed_from is not None:
-                # Refusals first: a refused resume must leave the run as it was.
-                _check_resume_matches(self.parser, self.config, self.subcommand, run)
-                _check_something_left_to_train(config, run)
-            session.run, session.fresh, session.trainer = run, fresh, self.trainer
-            _point_at_run(self.trainer, session.run, fresh=session.fresh)
+            session.trainer = self.trainer
+            _point_at_run(self.trainer, session.run)
             self.trainer.strategy.checkpoint_io = runs.atomic_checkpoint_io()
             if session.fresh:
-                _write_tensorboard_layout(self.trainer, self.datamodule)
+                _write_tensorboard_layout(self.trainer, self.datamodule, self.config[self.subcommand].model)
             if session.run.resumed_from is not None:
                 self.config_init[self.subcommand]["ckpt_path"] = str(session.run.resumed_from)
                 for note in session.run.notes:
@@ -300,27 +358,119 @@ def _checkpoints_dir(config, name: str) -> str:
     return os.path.join("checkpoints", name)
 
 
-def _point_at_run(trainer, run, fresh: bool) -> None:
+def _point_at_run(trainer, run) -> None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    logger = trainer.loggers[0]
-    # Loggers take their version at construction; this run's version is known only now.
-    logger._version = run.version
-    if run.resumed_from is not None and hasattr(logger, "_kwargs"):
-        # TensorBoard hides what the interrupted session logged from the checkpoint's step on: it is logged again.
-        logger._kwargs["purge_step"] = run.resumed_step
     for callback in trainer.callbacks:
         if isinstance(callback, ModelCheckpoint):
             callback.dirpath = str(run.checkpoint_dir)
 
 
-def _write_tensorboard_layout(trainer, datamodule) -> None:
-    """One custom-scalars layout per run (TensorBoard reads the first a run writes)."""
+def _loggers_follow_run(config, run) -> None:
+    """Every logger writes into, or is named after, this run: set in the config, since loggers take their
+    name and version when they are built (before the run is known to Lightning)."""
+    loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+    save_dir = _logger_args(config)["save_dir"]
+    for logger in loggers:
+        kind = getattr(logger, "class_path", "").rsplit(".", 1)[-1]
+        args = logger.init_args
+        if kind in ("TensorBoardLogger", "CSVLogger"):
+            args.save_dir, args.name, args.version = save_dir, run.name, run.version
+            if kind == "TensorBoardLogger":
+                # TensorBoard hides what the interrupted session logged from the checkpoint's step on: it is
+                # logged again. (Extra keyword arguments go to its SummaryWriter; a resumed session's saved
+                # config carries it, which a new run started from that config must not inherit.)
+                args.purge_step = run.resumed_step if run.resumed_from is not None else None
+        elif kind == "WandbLogger":
+            # Its files inside the run's directory; the run's name on the W&B page.
+            args.save_dir, args.name = str(run.log_dir), f"{run.name}/version_{run.version}"
+        elif kind == "MLFlowLogger":
+            args.experiment_name, args.run_name = run.name, f"version_{run.version}"
+        else:
+            log.warning("%s is not told this run's name (%s/version_%d): name it yourself", kind, run.name, run.version)
+
+
+def _add_progress_bar(config) -> None:
+    """Lightning's default bar, less `v_num`, unless the user gave one or turned bars off."""
+    import importlib.util
+
+    def ours(callback) -> bool:
+        path = getattr(callback, "class_path", "")
+        return path.startswith("tli_lightning.") and path.endswith(("RunProgressBar", "RichRunProgressBar"))
+
+    if config.trainer.enable_progress_bar is False:
+        # A run's saved config.yaml holds the bar this function added: bars off, it goes (Lightning refuses both).
+        kept = [c for c in config.trainer.callbacks or [] if not ours(c)]
+        config.trainer.callbacks = kept
+        return
+    names = [getattr(c, "class_path", type(c).__name__) for c in (config.trainer.callbacks or [])]
+    if not any(n.endswith("ProgressBar") for n in names):
+        # Lightning's own choice: Rich where it is installed.
+        rich = importlib.util.find_spec("rich") is not None
+        bar = _component(f"tli_lightning.callbacks.{'RichRunProgressBar' if rich else 'RunProgressBar'}")
+        config.trainer.callbacks = list(config.trainer.callbacks or []) + [_namespace(bar)]
+
+
+def _is_rank_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return rank_zero_only.rank == 0
+
+
+def _tli_options_first(parser, short: bool) -> None:
+    """`fit --help`: our options (model, data, resuming) first; short: only those and the Trainer's usual few."""
+    groups = parser._action_groups
+    trainer = [g for g in groups if any(a.dest.startswith("trainer.") for a in g._group_actions)]
+    ours = [g for g in groups if g not in trainer]
+    if not short:
+        parser._action_groups = ours + trainer
+        return
+    for group in trainer:
+        group._group_actions = [a for a in group._group_actions if set(a.option_strings) & set(SHORT_HELP_TRAINER)]
+        group.title = "The Trainer's most used options (all of them: python -m tli_lightning fit --help-all)"
+    parser._action_groups = ours + trainer
+    parser.usage = (
+        "python -m tli_lightning fit [--config FILE] [--model.* ...] [--data.* ...] [--trainer.* ...] "
+        "[--ckpt_path PATH]"
+    )
+    parser.epilog = (
+        "This is the short help: every Trainer option (about 370 lines) is in `python -m tli_lightning fit "
+        "--help-all`. Other commands: python -m tli_lightning --help."
+    )
+
+
+def _write_tensorboard_layout(trainer, datamodule, model_settings) -> None:
+    """One custom-scalars layout per run (TensorBoard reads the first a run writes), by logged layer."""
+    from tli_lightning.callbacks import LayerwiseAlignment
     from tli_lightning.plots import tensorboard_layout
 
-    writer = getattr(trainer.loggers[0], "experiment", None)
-    if trainer.is_global_zero and hasattr(writer, "add_custom_scalars"):
-        writer.add_custom_scalars(tensorboard_layout(["trained", "control"], list(getattr(datamodule, "xnli", {}))))
+    writer = getattr(trainer.loggers[0], "experiment", None) if trainer.loggers else None
+    if not trainer.is_global_zero or not hasattr(writer, "add_custom_scalars"):
+        return
+    layers = None
+    alignment = next((c for c in trainer.callbacks if isinstance(c, LayerwiseAlignment)), None)
+    blocks = _num_blocks(model_settings.model_name_or_path)
+    if alignment is not None and blocks is not None:
+        from tli_lightning.layers import resolve_layer
+
+        target = resolve_layer(model_settings.target_layer, blocks)
+        names = {0: "embeddings", blocks: "final", target: "target"}
+        layers = {layer: names.get(layer, "") for layer in alignment.scalar_layers_of(blocks, target)}
+    sets = ["trained", "control"]
+    writer.add_custom_scalars(tensorboard_layout(sets, list(getattr(datamodule, "xnli", {})), layers))
+
+
+def _num_blocks(model_name_or_path: str) -> int | None:
+    """The model's block count from its config.json alone (the model loads later); None if it cannot be read."""
+    try:
+        from transformers import AutoConfig
+
+        from tli_lightning.loading import resolve_model_path
+
+        config = AutoConfig.from_pretrained(resolve_model_path(model_name_or_path))
+        return int(config.get_text_config().num_hidden_layers)
+    except Exception:  # the model's own loading reports what is wrong with it
+        return None
 
 
 def _check_resume_matches(parser, full_config, subcommand: str, run) -> None:
@@ -394,17 +544,27 @@ def _check_something_left_to_train(config, run) -> None:
         )
 
 
-def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) -> None:
-    """Summary to the terminal and to summary.json; after an interruption or a crash, how to resume."""
+def _finish(session: _Session, status: str, stop: RunInterrupted | None = None, bad_input: bool = False) -> None:
+    """Summary to the terminal and to summary.json; after an interruption or a crash, how to resume.
+
+    ``bad_input``: the failure was the input's (its ``error:`` line says what to fix); running the same
+    command again would fail the same way, so that is not suggested.
+    """
     from tli_lightning import runs
 
     trainer, run = session.trainer, session.run
-    if run is None or trainer is None or not trainer.is_global_zero:
+    if run is None or not _is_rank_zero():
         return
+    if trainer is None:  # stopped before the Trainer existed: nothing ran
+        if session.fresh:
+            runs.discard_unused(run)
+        return
+    again = "" if bad_input else "; run the command again"
     if status != "finished" and session.fresh and trainer.global_step == 0:
         runs.discard_unused(run)  # stopped before it started: nothing a later compare or resume would find
         if not run.log_dir.exists():
-            print(f"{status} before its first checkpoint: nothing to resume; run the command again", file=sys.stderr)
+            if not bad_input:
+                print(f"{status} before its first checkpoint: nothing to resume{again}", file=sys.stderr)
             return
     if not session.fresh and trainer.global_step < run.resumed_step:
         # Stopped before the checkpoint was restored (e.g. while the model loaded): the run is as it was.
@@ -416,23 +576,39 @@ def _finish(session: _Session, status: str, stop: RunInterrupted | None = None) 
             file=sys.stderr,
         )
         return
+    from tli_lightning.hparams import log_run_hparams
+
     summary = runs.summarize(trainer, run, status, wall_s=time.perf_counter() - session.started)
     path = runs.write_summary(run, summary)
-    runs.log_hparams(trainer.loggers[0], summary)
+    log_run_hparams(trainer, summary)
     out = sys.stdout if status == "finished" else sys.stderr
-    print(runs.format_summary(summary, path), file=out)
+    print(_summary_text(summary, path, trainer.loggers), file=out)
     if status != "finished":
         saved = f"saved {stop.checkpoint}; " if stop is not None and stop.checkpoint else ""
         if runs.has_checkpoint(run):
             print(f"{status}: {saved}resume with: {_resume_command(session, run)}", file=out)
-        else:
-            print(f"{status} before its first checkpoint: nothing to resume; run the command again", file=out)
+        elif not bad_input:
+            print(f"{status} before its first checkpoint: nothing to resume{again}", file=out)
 
 
-def _finish_quietly(session: _Session, status: str, stop: RunInterrupted | None = None) -> None:
+def _summary_text(summary: dict, path: Path, loggers: list) -> str:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from tli_lightning import runs
+
+    text = runs.format_summary(summary, path)
+    if not any(isinstance(logger, TensorBoardLogger) for logger in loggers):
+        # The hint is for runs that wrote TensorBoard files.
+        text = re.sub(r" +\(tensorboard --logdir [^)]*\)", "", text)
+    return text
+
+
+def _finish_quietly(
+    session: _Session, status: str, stop: RunInterrupted | None = None, bad_input: bool = False
+) -> None:
     """_finish on a failure path: a second error while reporting must not hide the first."""
     try:
-        _finish(session, status, stop)
+        _finish(session, status, stop, bad_input)
     except Exception as error:  # the original error matters more than the summary
         log.warning("could not write the run's summary: %s", error)
 
@@ -454,30 +630,60 @@ def _resume_command(session: _Session, run) -> str:
     return shlex.join(["python", "-m", "tli_lightning", *(args or ["fit"]), "--ckpt_path", str(run.checkpoint_dir)])
 
 
+def top_level_help() -> str:
+    """``python -m tli_lightning --help``: every command, ours and Lightning's (its own parser knows only three)."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: python -m tli_lightning COMMAND [options]   (no command: fit, the offline demo)",
+        "",
+        DESCRIPTION,
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {SUBCOMMAND_HELP[name]}" for name in COMMANDS),
+        "",
+        "Each command's options: python -m tli_lightning COMMAND --help (fit: ours first; --help-all: every "
+        "Trainer option too).",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
+    # Before anything imports torch, which reads these once (threads.py says why).
+    apply_thread_defaults()
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     _configure_logging()
     session = _Session()
     session.command = argv
+    if argv in (["-h"], ["--help"]):
+        print(top_level_help())
+        return
+    if argv and argv[0] in ("fit", "validate", "test") and "--help-all" in argv:
+        session.help = "all"
+        argv = ["--help" if a == "--help-all" else a for a in argv]
+        if from_command_line:
+            sys.argv[1:] = argv
     try:
-        if argv and not argv[0].startswith("-") and argv[0] not in (*MEASURE_COMMANDS, "fit", "validate", "test"):
+        if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
             raise TLIError(
-                f"unknown command {argv[0]!r}; the commands are fit, validate, test, {', '.join(MEASURE_COMMANDS)} "
-                "(python -m tli_lightning --help)"
+                f"unknown command {argv[0]!r}; the commands are {', '.join(COMMANDS)} (python -m tli_lightning --help)"
             )
         if argv and argv[0] in MEASURE_COMMANDS:
             from tli_lightning.commands import run_command
 
             run_command(argv[0], argv[1:])
         else:
+            if argv and argv[0] == "fit" and not {"-h", "--help"} & set(argv):
+                from tli_lightning.precheck import check_fit_inputs
+
+                check_fit_inputs(argv[1:])
             # LightningCLI reads sys.argv itself when run as a command (and warns if given both).
             _lightning_cli(["fit"] if not argv else None if from_command_line else argv, session)
     except _AlreadyFinished as done:
         print(done)
     except TLIError as error:
         print(f"error: {error}", file=sys.stderr)
-        _finish_quietly(session, "failed")
+        _finish_quietly(session, "failed", bad_input=True)
         raise SystemExit(2) from None
     except RunInterrupted as stop:
         if _launched_by_rank_zero():
@@ -501,6 +707,7 @@ def main(argv: list[str] | None = None) -> None:
             if "gpu" in str(error).lower():
                 hint = " (configs/multi_gpu/*.yaml ask for GPUs; on a CPU add --trainer.accelerator cpu after them)"
             print(f"error: {' '.join(str(error).split())}{hint}", file=sys.stderr)
+            _finish_quietly(session, "failed", bad_input=True)  # the run claimed for it is removed
             raise SystemExit(2) from None
         # A crash: the traceback is for the developer; the summary and resume hint for the user.
         _finish_quietly(session, "failed")

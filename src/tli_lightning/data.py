@@ -24,7 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from tli_lightning.errors import TLIError
-from tli_lightning.lexicon import LeakagePolicy, Pair, read_lexicon, resolve_leakage, split_control
+from tli_lightning.lexicon import (
+    LeakagePolicy,
+    Pair,
+    check_control_choice,
+    read_lexicon,
+    resolve_leakage,
+    split_control,
+)
 from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader, batches_per_epoch
 from tli_lightning.textfiles import read_text
 from tli_lightning.tiny_model import demo_data_path
@@ -112,10 +119,9 @@ class TLIDataModule(L.LightningDataModule):
         if lexicon_path != DEMO and not Path(lexicon_path).is_file():  # a mistyped path before any rule about it
             read_text(lexicon_path, "lexicon file")
         if control_path == DEMO and lexicon_path != DEMO:
-            raise TLIError(
-                "control_path 'demo' is the bundled control set of the bundled lexicon; with your own "
-                "lexicon set --data.control_path to your control file, or to null to split off control_fraction"
-            )
+            # The user's own file first: its errors are theirs to fix, and would hide behind this refusal.
+            self._lexicon(lexicon_path, "lexicon_trained.tsv")
+            check_control_choice(lexicon_path, control_path)
         self.train_pairs: list[Pair] = []
         self.control_pairs: list[Pair] = []
         self.xnli: dict[str, list[XNLIExample]] = {}

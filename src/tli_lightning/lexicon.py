@@ -95,6 +95,15 @@ def _rows_from_json(path: Path, source_column: str, target_column: str) -> Itera
         yield line, entry[keys[0]], entry[keys[1]]
 
 
+def check_control_choice(lexicon_path: str, control_path: str | None) -> None:
+    """The bundled control set belongs to the bundled lexicon only."""
+    if control_path == "demo" and lexicon_path != "demo":
+        raise TLIError(
+            "control_path 'demo' is the bundled control set of the bundled lexicon; with your own "
+            "lexicon set --data.control_path to your control file, or to null to split off control_fraction"
+        )
+
+
 def read_lexicon(path: str | Path, source_column: str = "sw", target_column: str = "en") -> Lexicon:
     """Read a TSV lexicon (header naming the two columns) or a JSON list of pairs."""
     path = Path(path)

@@ -48,6 +48,60 @@ def resolve_model_path(model_name_or_path: str) -> str:
     return str(embedded) if embedded is not None else model_name_or_path
 
 
+def check_model_source(model_name_or_path: str) -> str:
+    """The local directory or hub id to load, refused at once if it cannot be loaded from here.
+
+    A hub id that is not in the local cache is asked for once, with no retries: huggingface_hub
+    retries an uncached file for about a minute when the hub is unreachable, and a mistyped id
+    would cost that minute before its error. ``tiny`` must be resolved first
+    (:func:`resolve_model_path`). Returns the path with ``~`` expanded.
+    """
+    path = model_name_or_path
+    if path.startswith("~"):  # from_pretrained would take it for a hub id
+        path = str(Path(path).expanduser())
+    local = Path(path)
+    if local.is_file():
+        raise TLIError(f"{path} is a file; give the model's directory (the one holding config.json) or a hub id")
+    if local.is_dir() or path == TINY:
+        return path
+    if path.startswith(("/", "./", "../", ".")) or path.count("/") > 1:
+        raise TLIError(f"model directory not found: {path} (a local path; hub ids look like owner/name)")
+    _check_hub_id(path)
+    return path
+
+
+def _check_hub_id(repo_id: str) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError
+
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    except HFValidationError as error:
+        raise TLIError(f"{repo_id!r} is neither a local directory nor a valid hub id: {error}") from None
+    if isinstance(cached, str):
+        return  # in the cache: from_pretrained falls back on it quickly if the hub is unreachable
+    if huggingface_hub.is_offline_mode():
+        raise TLIError(
+            f"model {repo_id!r} is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set: download it "
+            "where the hub is reachable, or give a local directory"
+        )
+    try:
+        huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo_id, "config.json"))
+    except GatedRepoError:
+        return  # from_pretrained says how to get access
+    except RepositoryNotFoundError:
+        raise TLIError(
+            f"model {repo_id!r}: no such model on the hub (or a private one: log in with `hf auth login`); "
+            "a local directory needs a path such as ./my_model"
+        ) from None
+    except Exception as error:  # httpx's network errors, the hub's HTTP errors: each means no model to load
+        raise TLIError(
+            f"model {repo_id!r} is not in the local Hugging Face cache and the hub did not answer "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:200]}); check the id and the network, "
+            "or give a local directory"
+        ) from None
+
+
 def load_causal_lm(
     model_name_or_path: str,
     *,
@@ -64,11 +118,7 @@ def load_causal_lm(
     ``compute_dtype`` is the 4-bit compute dtype, and the weight dtype when not quantized.
     ``progress=False`` hides transformers' weight-loading bar.
     """
-    path = resolve_model_path(model_name_or_path)
-    if path.startswith("~"):  # from_pretrained would take it for a hub id
-        path = str(Path(path).expanduser())
-    if path.startswith(("/", "./", "../")) and not Path(path).is_dir():
-        raise TLIError(f"model directory not found: {path} (a local path; hub ids look like owner/name)")
+    path = check_model_source(resolve_model_path(model_name_or_path))
     device = torch.device(device) if device is not None else torch.device("cpu")
     from transformers.utils import logging as transformers_logging
 

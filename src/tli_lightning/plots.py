@@ -81,16 +81,41 @@ def retention_figure(history: Sequence[Mapping[str, float]], languages: Sequence
     return fig
 
 
-def tensorboard_layout(pair_sets: Sequence[str], languages: Sequence[str]) -> dict:
-    """A custom-scalars layout: every layer of an alignment metric in one chart, every language in one."""
-    alignment = {
-        f"{name}: {metric}": ["Multiline", [rf"align/{name}/{metric}/layer_\d+"]]
-        for name in pair_sets
-        for metric in ("gap", "cos", "cos_random", "p_at_1_s2t")
-    }
+def tensorboard_layout(
+    pair_sets: Sequence[str],
+    languages: Sequence[str],
+    layers: Mapping[int, str] | None = None,
+    metrics: Sequence[str] = ("csls_p_at_1", "gap", "cos", "cos_random"),
+) -> dict:
+    """A custom-scalars layout: one category per logged layer (``{layer: label}``), XNLI, training.
+
+    TensorBoard's custom scalars colour a chart's lines by run, not by tag, and draw no legend: a
+    chart with several tags of one run is lines of one colour that nobody can tell apart. So each
+    chart holds one tag and is titled with it; its colours are the runs, which is what the view is
+    for (arms and seeds side by side). Every layer of every metric is in the ``align/per_layer``
+    figure and the JSON. Without ``layers``, one category matches whatever layers were logged.
+    """
+    alignment: dict[str, dict] = {}
+    if layers:
+        for layer, label in layers.items():
+            alignment[f"alignment at layer {layer} ({label})"] = {
+                f"{name}: {metric} (layer {layer})": ["Multiline", [rf"align/{name}/{metric}/layer_{layer:02d}"]]
+                for name in pair_sets
+                for metric in metrics
+            }
+    else:
+        alignment["alignment, logged layers"] = {
+            f"{name}: {metric}": ["Multiline", [rf"align/{name}/{metric}/layer_\d+"]]
+            for name in pair_sets
+            for metric in metrics
+        }
     xnli = {
-        f"{what} per language": ["Multiline", [rf"xnli/({'|'.join(languages)})/{what}"]]
+        f"{language}: {what}": ["Multiline", [rf"xnli/{language}/{what}"]]
         for what in ("acc", "retention")
+        for language in languages
     }
-    training = {"contrastive loss": ["Multiline", [r"train/loss_epoch", r"val/loss"]]}
-    return {"alignment, all layers": alignment, "zero-shot XNLI": xnli, "training": training}
+    training = {
+        "train/loss_epoch": ["Multiline", [r"train/loss_epoch"]],
+        "val/loss": ["Multiline", [r"val/loss"]],
+    }
+    return {**alignment, "zero-shot XNLI": xnli, "training": training}

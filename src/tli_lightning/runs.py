@@ -411,39 +411,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def log_hparams(logger: Any, summary: dict[str, Any]) -> None:
-    """The run's settings and final numbers to TensorBoard's HPARAMS tab, so arms compare side by side."""
-    if not hasattr(logger, "log_hyperparams"):
-        return
-    model = summary.get("model", {})
-    params = {
-        "arm": summary["name"],
-        "seed": summary["seed"],
-        "target_layer": summary.get("target_layer"),
-        "trainable_parameters": summary.get("trainable_parameters"),
-    }
-    params.update(
-        {k: model.get(k) for k in ("adaptation", "quantization", "compute_dtype", "lora_r", "learning_rate", "loss")}
-    )
-    params["adapt_layers"] = str(model.get("adapt_layers"))
-    metrics = {}
-    for layer, sets in summary.get("alignment", {}).get("layers", {}).items():
-        which = "target" if int(layer) == summary.get("target_layer") else "final"
-        for name, values in sets.items():
-            metrics[f"hparams/{name}_gap_{which}_layer"] = values["gap"][1]
-            metrics[f"hparams/{name}_p_at_1_{which}_layer"] = values["p_at_1_s2t"][1]
-    for lang, values in summary.get("xnli", {}).get("languages", {}).items():
-        metrics[f"hparams/xnli_{lang}_acc"] = values["acc"][1]
-        metrics[f"hparams/xnli_{lang}_retention"] = values["retention"]
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    if isinstance(logger, TensorBoardLogger):
-        logger.log_hyperparams(params, metrics=metrics)  # the HPARAMS tab pairs them
-    else:
-        logger.log_hyperparams(params)
-        logger.log_metrics(metrics)
-
-
 def _number(value: float | None) -> str:
     return "n/a" if value is None or value != value else f"{value:.3f}"  # retention over a zero baseline
 

@@ -8,6 +8,14 @@ Each works with any LightningModule that exposes a causal LM of a supported fami
 from tli_lightning.callbacks.adapter_export import AdapterExport
 from tli_lightning.callbacks.alignment import LayerwiseAlignment
 from tli_lightning.callbacks.exact_resume import ExactResume
+from tli_lightning.callbacks.progress import RichRunProgressBar, RunProgressBar
 from tli_lightning.callbacks.retention import ZeroShotRetention
 
-__all__ = ["AdapterExport", "ExactResume", "LayerwiseAlignment", "ZeroShotRetention"]
+__all__ = [
+    "AdapterExport",
+    "ExactResume",
+    "LayerwiseAlignment",
+    "RichRunProgressBar",
+    "RunProgressBar",
+    "ZeroShotRetention",
+]

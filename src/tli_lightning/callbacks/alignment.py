@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -27,16 +27,21 @@ from tli_lightning.callbacks._common import (
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import Pair
 
+# The metrics logged as scalars (every metric of every layer is in the JSON and the figure).
+SCALAR_METRICS = ("csls_p_at_1", "gap", "cos", "cos_random")  # the primary endpoint first
+
 
 class LayerwiseAlignment(EpochMeasurement):
     """Measure how close translation pairs are at every layer (``hidden_states`` 0..N).
 
     Runs before the first training step (the baseline) and after every ``every_n_epochs``
     epochs, on each pair set (by default the DataModule's ``train_pairs`` and
-    ``control_pairs``), in one batched forward over all words. Logs
-    ``align/<set>/<metric>/layer_<LL>``, a TensorBoard figure ``align/per_layer`` (also a PNG under
-    ``<log_dir>/figures/``) and a JSON file per evaluation under ``<log_dir>/alignment/`` with every
-    number and per-pair cosines. See :mod:`tli_lightning.alignment` for the metrics.
+    ``control_pairs``), in one batched forward over all words. Logs scalars
+    ``align/<set>/<metric>/layer_<LL>`` for a few layers (``scalar_layers``: by default the
+    LightningModule's ``target_layer`` and the final layer, so a 32-block model does not fill
+    TensorBoard with 600 cards), a TensorBoard figure ``align/per_layer`` of every layer (also a PNG
+    under ``<log_dir>/figures/``) and a JSON file per evaluation under ``<log_dir>/alignment/`` with
+    every number of every layer and per-pair cosines. See :mod:`tli_lightning.alignment` for the metrics.
 
     Under DDP each process embeds its share of the words; metrics are then computed one layer at a
     time from the gathered ``[words, hidden]`` vectors of that layer, so memory never holds every
@@ -55,6 +60,9 @@ class LayerwiseAlignment(EpochMeasurement):
         batch_size: Words per forward pass.
         word_template: Text around each word (``{word}`` = alone, as in training).
         progress: Show a progress bar.
+        scalar_layers: ``hidden_states`` indices logged as scalars (negative: from the end), or ``all``;
+            default: the LightningModule's ``target_layer`` (if it has one) and the final layer (-1).
+        scalar_metrics: The metrics logged as scalars for those layers.
     """
 
     measurement = "alignment"
@@ -69,7 +77,12 @@ class LayerwiseAlignment(EpochMeasurement):
         progress: bool = True,
         get_model: Getter = default_model,
         get_tokenizer: Getter = default_tokenizer,
+        scalar_layers: Sequence[int] | Literal["all"] | None = None,
+        scalar_metrics: Sequence[str] = SCALAR_METRICS,
     ) -> None:
+        unknown = sorted(set(scalar_metrics) - set(METRICS))
+        if unknown:
+            raise TLIError(f"LayerwiseAlignment: unknown scalar_metrics {unknown}; the metrics are {list(METRICS)}")
         if every_n_epochs < 1 or batch_size < 1 or (limit is not None and limit < 2):
             raise TLIError(
                 f"LayerwiseAlignment: every_n_epochs and batch_size must be >= 1 and limit >= 2, got "
@@ -84,6 +97,8 @@ class LayerwiseAlignment(EpochMeasurement):
         self.progress = progress
         self.get_model = get_model
         self.get_tokenizer = get_tokenizer
+        self.scalar_layers = scalar_layers
+        self.scalar_metrics = tuple(scalar_metrics)
         self.baseline: dict | None = None
         self.last: dict | None = None
 
@@ -155,8 +170,8 @@ class LayerwiseAlignment(EpochMeasurement):
         scalars = {
             f"align/{s}/{m}/layer_{layer:02d}": values[m][layer]
             for s, values in last["sets"].items()
-            for m in METRICS
-            for layer in last["layers"]
+            for m in self.scalar_metrics
+            for layer in self.logged_layers(trainer, last["layers"])
         }
         log_scalars(trainer, scalars, last["global_step"])
         directory = log_dir(trainer)
@@ -165,6 +180,20 @@ class LayerwiseAlignment(EpochMeasurement):
             target = getattr(trainer.lightning_module, "target_layer", None)
             figure = alignment_figure(last, before, title=f"alignment, {last['name']}", target_layer=target)
             save_figure(trainer, directory, "align/per_layer", figure, last["global_step"])
+
+    def logged_layers(self, trainer: L.Trainer, layers: Sequence[int]) -> list[int]:
+        """The layers among ``layers`` (0..N) whose metrics are logged as scalars."""
+        return self.scalar_layers_of(max(layers), getattr(trainer.lightning_module, "target_layer", None))
+
+    def scalar_layers_of(self, final: int, target: int | None) -> list[int]:
+        """The layers logged as scalars for a model whose final layer is ``final`` and loss reads ``target``."""
+        layers = range(final + 1)
+        if self.scalar_layers == "all":
+            return list(layers)
+        chosen = list(self.scalar_layers) if self.scalar_layers is not None else [-1]
+        if self.scalar_layers is None and isinstance(target, int):
+            chosen.append(target)
+        return sorted({final + 1 + layer if layer < 0 else layer for layer in chosen} & set(layers))
 
     def state_dict(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "last": self.last, "timings": self.timings}
