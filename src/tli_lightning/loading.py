@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from tli_lightning.errors import TLIError
-from tli_lightning.tiny_model import embedded_model_dir
+from tli_lightning.tiny_model import TINY, TINY_ALIGNED, embedded_model_dir
 
 Quantization = Literal["nf4", "fp4", "none"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -62,7 +62,7 @@ def check_model_source(model_name_or_path: str) -> str:
     local = Path(path)
     if local.is_file():
         raise TLIError(f"{path} is a file; give the model's directory (the one holding config.json) or a hub id")
-    if local.is_dir() or path == TINY:
+    if local.is_dir() or path in (TINY, TINY_ALIGNED):
         return path
     if path.startswith(("/", "./", "../", ".")) or path.count("/") > 1:
         raise TLIError(f"model directory not found: {path} (a local path; hub ids look like owner/name)")

@@ -35,8 +35,8 @@ def alignment_figure(
         color = f"C{index}"
         before = baseline["sets"].get(name) if baseline is not None else None
         layers = now["layers"]
-        cos_ax.plot(layers, entry["cos"], color=color, marker=".", label=f"{name} pairs")
-        cos_ax.plot(layers, entry["cos_random"], color=color, linestyle=":", label=f"{name} random pairs")
+        cos_ax.plot(layers, entry["cos"], color=color, marker=".", label=f"{name}: translations")
+        cos_ax.plot(layers, entry["cos_random"], color=color, linestyle=":", label=f"{name}: random pairs")
         gap_ax.plot(layers, entry["gap"], color=color, marker=".", label=name)
         p_ax.plot(layers, entry["csls_p_at_1"], color=color, marker=".", label=name)
         if before is not None:

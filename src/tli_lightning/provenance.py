@@ -36,7 +36,8 @@ def package() -> dict[str, Any]:
     commit = _git(source, "rev-parse", "HEAD")
     # A package installed inside some other repository (e.g. a venv in a project) is not that repository's code.
     tracked = commit is not None and _git(source, "ls-files", "--error-unmatch", "__init__.py") is not None
-    status = _git(source, "status", "--porcelain") if tracked else None
+    # Only changes to tracked files: a run's own outputs (logs, scan.json) are not changes to the code.
+    status = _git(source, "status", "--porcelain", "--untracked-files=no") if tracked else None
     return {
         "version": __version__,
         "git_commit": commit if tracked else None,

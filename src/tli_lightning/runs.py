@@ -299,6 +299,7 @@ def summarize(trainer: Any, run: Run, status: str, wall_s: float | None = None) 
                         name: {
                             **{m: [entry[m][layer], after["sets"][name][m][layer]] for m in SUMMARY_METRICS},
                             "chance_p_at_1": entry.get("chance_p_at_1"),
+                            "queries": entry.get("queries"),
                         }
                         for name, entry in before["sets"].items()
                     }
@@ -433,19 +434,21 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
             for name, m in sets.items():
                 p = m.get("csls_p_at_1")
                 chance = m.get("chance_p_at_1")
-                primary = f"CSLS P@1 {p[0]:.3f} -> {p[1]:.3f} (chance {chance:.3f})   " if p and chance else ""
+                n = m.get("queries")
+                hits = f"{round(p[0] * n)}/{n} -> {round(p[1] * n)}/{n}" if p and n else ""
+                primary = f"CSLS P@1 {hits} (chance {chance:.3f})   " if p and chance else ""
                 lines.append(
                     f"  layer {layer:>2} ({which:6}) {name:8} {primary}gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
                     f"cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
                 )
     xnli = summary.get("xnli")
     if xnli:
-        lines.append(f"zero-shot XNLI accuracy, before training -> epoch {xnli['epoch']}:")
+        lines.append(f"zero-shot XNLI accuracy, before training -> epoch {xnli['epoch']} (chance 0.333):")
         for lang, r in xnli["languages"].items():
             (c0, n0), (c1, n1) = r["correct_of"]
             lines.append(
                 f"  {lang}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   "
-                f"retention {_number(r['retention'])}"
+                f"change {r['acc'][1] - r['acc'][0]:+.3f}   retention {_number(r['retention'])}"
             )
     lines.append(f"  (written to {path})")
     return "\n".join(lines)

@@ -151,7 +151,11 @@ class LayerwiseAlignment(EpochMeasurement):
         report["global_step"] = trainer.global_step
         summary = {k: v for k, v in report.items() if k != "sets"}
         summary["sets"] = {
-            s: {**{m: e[m] for m in METRICS}, **{k: e[k] for k in ("candidates", "pool_candidates", "chance_p_at_1")}}
+            s: {
+                **{m: e[m] for m in METRICS},
+                **{k: e[k] for k in ("candidates", "pool_candidates", "chance_p_at_1")},
+                "queries": len(e["queries"]),
+            }
             for s, e in report["sets"].items()
         }
         summary["name"] = name

@@ -18,6 +18,7 @@ def _bar(value: float, interval: Any) -> list[list[float]]:
     return [[max(0.0, value - interval[0])], [max(0.0, interval[1] - value)]]
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 _LEGEND = {"fontsize": 9, "loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0}
 
 
@@ -121,10 +122,20 @@ def figure_per_layer(report: dict[str, Any], path: Path) -> None:
         if not curves or len({tuple(c["layers"]) for c in curves}) > 1:
             continue
         layers = curves[0]["layers"]
+        marker = _MARKERS[list(report["arms"]).index(arm) % len(_MARKERS)]  # arms that coincide stay visible
         for ax, before, after in ((p_ax, "csls_baseline", "csls_final"), (gap_ax, "baseline", "final")):
             for key, style in ((before, "--"), (after, "-")):
                 mean = [sum(v) / len(curves) for v in zip(*[c[key] for c in curves])]
-                ax.plot(layers, mean, color=colors[arm], linestyle=style, linewidth=1.8, marker="o", markersize=3)
+                ax.plot(
+                    layers,
+                    mean,
+                    color=colors[arm],
+                    linestyle=style,
+                    linewidth=1.5,
+                    marker=marker,
+                    markersize=5,
+                    fillstyle="none",
+                )
         chance = curves[0]["chance"]
     for ax in (p_ax, gap_ax):
         targets = sorted({r["target_layer"] for r in report["runs"]})
@@ -141,7 +152,18 @@ def figure_per_layer(report: dict[str, Any], path: Path) -> None:
     gap_ax.set_ylabel("control gap (pair - random-pair cosine)", fontsize=10)
     gap_ax.set_title("descriptive: gap per layer (not shift-invariant)", fontsize=11)
     n = {arm: sum(r["arm"] == arm for r in report["runs"]) for arm in report["arms"]}
-    handles = [Line2D([], [], color=colors[a], linewidth=2, label=f"{a} (n={n[a]})") for a in report["arms"]]
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colors[a],
+            linewidth=2,
+            marker=_MARKERS[i % len(_MARKERS)],
+            fillstyle="none",
+            label=f"{a} (n={n[a]})",
+        )
+        for i, a in enumerate(report["arms"])
+    ]
     handles += [
         Line2D([], [], color="black", linestyle="--", label="before training"),
         Line2D([], [], color="black", label="final"),

@@ -36,6 +36,8 @@ PAPER = {
 def _ci(pair: Sequence[Any] | None, sign: bool = True) -> str:
     if not pair or pair[0] is None:
         return "n/a"
+    if pair[0] == pair[1]:  # every resample the same: no interval, not certainty
+        return "none (no spread)"
     return f"[{_fmt(pair[0], sign=sign)}, {_fmt(pair[1], sign=sign)}]"
 
 
@@ -44,8 +46,7 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
     verdict = report["verdict"]
     lines = ["## Verdict", "", "Decision rules, the same for every question, applied per language first:", ""]
     lines += [
-        f"- retention: {verdict['rules']['retention']}",
-        f"- alignment: {verdict['rules']['alignment']}",
+        f"- deciding: {verdict['rules']['decision']}",
         f"- combining: {verdict['rules']['combining']}",
         "",
     ]
@@ -61,6 +62,8 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
         head = f"- **{lora} vs {full}** ({c['full_kind']}): **{c['answer']}**"
         if c["answer"] == "not answerable":
             lines.append(f"{head}: {c['words']}")
+            if c["different_bases"]:
+                lines.append(f"  - **warning: {c['different_bases']}**")
             continue
         lines.append(f"{head}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
         for lang, v in c["per_language"].items():
@@ -109,10 +112,10 @@ def _context_lines(report: dict[str, Any]) -> list[str]:
     for lang, c in report["xnli_context"].items():
         mde = c["mde_observed"]
         observed = (
-            f"at the {c['discordance_observed']:.0%} of examples whose answer changed in these runs, "
-            + (f"{mde:.3f}" if mde is not None else "no change is detectable")
+            (f"{mde:.3f}" if mde is not None else "none at all")
+            + f" when {c['discordance_observed']:.0%} of the examples change answer, as in these runs"
             if c["discordance_observed"]
-            else "no example changed answer in these runs"
+            else "none: no example changed answer in these runs"
         )
         reference = ", ".join(
             f"{v:.3f} at {float(d):.0%}" if v is not None else f"none at {float(d):.0%}"
@@ -133,10 +136,15 @@ def _context_lines(report: dict[str, Any]) -> list[str]:
                 f"  - {c['below_chance_baselines']} of {c['runs']} runs start at or below chance in {lang}: a "
                 "retention ratio there mostly measures drift back towards chance."
             )
-    varies = sorted({tuple(r["seed_varies"]) for r in report["runs"] if r.get("seed_varies")})
+    varies: dict[tuple, list[str]] = {}
+    for r in report["runs"]:
+        if r.get("seed_varies"):
+            varies.setdefault(tuple(r["seed_varies"]), [])
+            if r["arm"] not in varies[tuple(r["seed_varies"])]:
+                varies[tuple(r["seed_varies"])].append(r["arm"])
     if varies:
-        for v in varies:
-            lines.append(f"- A seed varied: {', '.join(v)}.")
+        for v, arms_of in varies.items():
+            lines.append(f"- A seed varied, in {', '.join(arms_of)}: {', '.join(v)}.")
     else:
         lines.append(
             "- A seed varied: the batch order and the LoRA initialisation and dropout (these runs do not say more)."
@@ -262,8 +270,12 @@ def format_markdown(report: dict[str, Any]) -> str:
                 )
     lines += _table(header, rows)
     excluded = sorted({e["identical_excluded"] for r in runs for sets in r["endpoint"].values() for e in sets.values()})
-    if any(excluded):
-        lines += [f"Identical-string pairs (the same word on both sides) left out of the endpoint: {excluded}.", ""]
+    lines += [
+        "Queries: the set's distinct source words (a word with several translations is one query, right when any "
+        "of them ranks first); clusters: queries linked through shared words, resampled together. Identical-string "
+        f"pairs (the same word on both sides) left out of the endpoint: {', '.join(map(str, excluded))} per set.",
+        "",
+    ]
 
     lines += ["## Runs", ""]
     lines += _table(
@@ -357,16 +369,21 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += _table(header, rows)
-    lines += ["## Every test of each run, Holm-adjusted within the run", ""]
+    lines += [
+        "## Every test of each run, Holm-adjusted within the run",
+        "",
+        "Tests of `cos` and `margin` say the space moved, not that translations did (they are not shift-invariant).",
+        "",
+    ]
     alpha = settings["alpha"]
     for r, label in zip(runs, labels):
         primary = next((t for t in r["tests"] if t["primary"]), None)
-        significant = sum(t["holm_p"] is not None and t["holm_p"] < alpha for t in r["tests"])
+        significant = [t["test"] for t in r["tests"] if t["holm_p"] is not None and t["holm_p"] < alpha]
         family = sum(t["p"] is not None for t in r["tests"])
         first = f"{primary['test']}: p = {_p(primary['p'])}, Holm p = {_p(primary['holm_p'])}" if primary else "n/a"
         lines.append(
             f"- {label} (seed {r['seed']}): {family} tests (Holm's family); primary {first}; significant after Holm at "
-            f"{alpha:.2f}: {significant}"
+            f"{alpha:.2f}: {len(significant)}" + (f" ({'; '.join(significant)})" if significant else "")
         )
     lines.append("")
 
@@ -545,7 +562,7 @@ def _what_was_compared(report: dict[str, Any]) -> list[str]:
         )
         lines.append(
             f"- hardware (first run): {hw.get('platform')}, {hw.get('cpu_count')} CPUs, accelerator "
-            f"{hw.get('accelerator')} {', '.join(hw.get('devices') or [])}, {hw.get('world_size')} process(es)"
+            f"{' '.join([str(hw.get('accelerator')), *(hw.get('devices') or [])])}, {hw.get('world_size')} process(es)"
         )
     else:
         lines.append("- provenance: not recorded by these runs (written before tli_lightning recorded it)")

@@ -82,7 +82,7 @@ def build_report(
         min_seeds=min_seeds,
         resamples=resamples,
         seed=seed,
-        items="{items}",
+        items="XNLI examples for retention; clusters of control queries that share a word for alignment",
     )
     report = {
         "settings": settings,
@@ -98,8 +98,7 @@ def build_report(
         "arms": arms,
         "verdict": {
             "rules": {
-                "retention": rules.replace("{items}", "XNLI examples"),
-                "alignment": rules.replace("{items}", "clusters of control queries that share a word"),
+                "decision": rules,
                 "combining": COMBINING,
             },
             "retention": retention_verdict(runs, loaded, arms, verdict_settings),
