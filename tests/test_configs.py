@@ -144,12 +144,13 @@ def _zeroshot_gives_what_the_run_logged(root, arm: str) -> None:
 
 @pytest.mark.slow
 def test_the_demo_grid_runs_every_arm_and_both_controls(tmp_path, tiny_dir):
-    # The grid as shipped, shortened (1 epoch, 2 seeds of the early arms and of the positive control): the recipes
-    # with the demo overlay, each a real fit inside the output directory, then compare, once per control.
+    # The grid as shipped, shortened (1 epoch, 2 seeds of the early arms and of the positive control, no
+    # learning-rate sweep: test_compare checks that a sweep becomes one arm per rate): the recipes with the demo
+    # overlay, each a real fit inside the output directory, then compare, once per control.
     grid = tmp_path / "grid"
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "demo_grid.py"), "--max-epochs", "1", "--seeds", "2", "--jobs", "2"]
-        + ["--output", str(grid)],
+        + ["--no-sweep", "--output", str(grid)],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -157,19 +158,19 @@ def test_the_demo_grid_runs_every_arm_and_both_controls(tmp_path, tiny_dir):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     runs = sorted(str(p.relative_to(grid / "logs")) for p in grid.glob("logs/*/version_*"))
-    # Two seeds and two more learning rates for each early arm, one seed for the others.
+    # Two seeds for each early arm, one for the others.
     assert runs == [
-        *[f"full_all/version_{v}" for v in range(1)],
-        *[f"full_early/version_{v}" for v in range(4)],
+        "full_all/version_0",
+        *[f"full_early/version_{v}" for v in range(2)],
         "lora_all/version_0",
         "lora_early_bf16/version_0",
-        *[f"tli_lora_early/version_{v}" for v in range(4)],
+        *[f"tli_lora_early/version_{v}" for v in range(2)],
     ]
     assert not (tmp_path / "logs").exists()  # nothing mixed into the working directory's runs
     report = json.loads((grid / "report.json").read_text())
     assert sorted(r["method"] for r in report["runs"]) == sorted(r.split("/")[0] for r in runs)
-    assert sorted(report["arms"]["tli_lora_early@lr0.0002"]["seeds"]) == [1, 42]
-    assert sorted(report["arms"]["tli_lora_early@lr0.0002"]["learning_rates"]) == [0.0002]
+    assert sorted(report["arms"]["tli_lora_early"]["seeds"]) == [1, 42]
+    assert report["arms"]["tli_lora_early"]["learning_rates"] == [0.0002]
     md = (grid / "report.md").read_text()
     assert "**Primary endpoints.** Alignment: control-pair CSLS P@1" in md
     assert "Decision rules" in md and "chance 0.333 (3 labels)" in md and "| chance |" in md

@@ -81,8 +81,9 @@ def test_an_unknown_family_is_refused_in_one_line_naming_the_known_ones(tmp_path
         ["scan", "--model", str(tmp_path / "neox"), "--lexicon", "demo", "--limit", "4", "--no-progress"]
         + ["--output", str(tmp_path / "scan.json")]
     )
-    error = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(error) == 1, err[-2000:]
+    # The base line comes first (every command names its base); then exactly one error line, no traceback.
+    error = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 2 and len(error) == 1 and "Traceback" not in err, err[-2000:]
     assert error[0].startswith("error: GPTNeoXForCausalLM (model_type 'gpt_neox') is not a supported model family")
     assert all(family.name in error[0] for family in SEAM)
 
