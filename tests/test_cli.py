@@ -363,7 +363,12 @@ def test_tensorboard_custom_scalars_one_chart_per_tag_grouped_by_layer(demo_run)
             drawn = {tag for tag in logged if any(re.fullmatch(pattern, tag) for pattern in patterns)}
             assert len(drawn) == 1, (title, drawn)
     assert categories["alignment at layer 2 (target)"]["control: gap (layer 2)"] == [r"align/control/gap/layer_02"]
-    assert set(categories["zero-shot XNLI"]) == {"sw: acc", "en: acc", "sw: retention", "en: retention"}
+    tasks = ("xnli_sw", "xnli_en", "xcopa_sw", "xstorycloze_sw")
+    charts = {f"reasoning: {t} {w}" for t in tasks for w in ("acc", "retention")}
+    assert set(categories["zero-shot reasoning"]) == charts
+    assert set(categories["held-out text"]) == {
+        f"lm: {lang} {w}" for lang in ("sw", "en") for w in ("token_loglikelihood", "perplexity")
+    }
 
 
 @pytest.mark.slow
@@ -396,6 +401,7 @@ def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
     run = tmp_path / "logs" / "demo" / "version_0"
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"align/trained/gap/layer_02", "reasoning/xnli_sw/acc", "hparams/xnli_sw_acc"} <= set(header)
+    assert {"reasoning/xcopa_sw/acc", "hparams/xstorycloze_sw_acc", "lm/sw/perplexity"} <= set(header)
     hparams = _tensorboard_hparams(run)
     assert "data/fingerprint/trained_pairs" in hparams and "model/lora_alpha" in hparams
     if wandb:

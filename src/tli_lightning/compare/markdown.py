@@ -65,7 +65,10 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
             if c["different_bases"]:
                 lines.append(f"  - **warning: {c['different_bases']}**")
             continue
-        lines.append(f"{head}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
+        agreement = ""
+        if len(c["per_task"]) > 2:  # the tasks and the pooled answer
+            agreement = "; the tasks agree" if c["tasks_agree"] else "; **the tasks do not agree**"
+        lines.append(f"{head}{agreement}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
         for task, v in c["per_task"].items():
             lines.append(f"  - {task}{' (secondary)' if task == 'pooled' else ''}: {v['answer']}: {v['words']}")
         for lang, v in c["lm"].items():
