@@ -122,25 +122,9 @@ def argmax(values: list[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
-def hub_columns(record: dict, from_tsv: bool) -> dict:
-    """A demo row as the hub dataset lm-eval reads has it: fairseq's XStoryCloze names renamed, TSV numbers
-    (every TSV cell is text) made integers."""
-    from tli_lightning.tasks import STORY_COLUMNS
-
-    row = {STORY_COLUMNS.get(k, k): v for k, v in record.items()}
-    if "InputStoryid" in row:
-        row["story_id"] = row.pop("InputStoryid")
-    if from_tsv:
-        row = {
-            k: int(v) if isinstance(v, str) and v.isdigit() and k in ("label", "answer_right_ending") else v
-            for k, v in row.items()
-        }
-    return row
-
-
 def task_golden(args: argparse.Namespace, model: Path, output: Path) -> None:
     """lm-eval's own task file for ``args.task`` on its bundled demo examples: the data source replaced only."""
-    from tli_lightning.tasks import get_task, read_records
+    from tli_lightning.tasks import get_task, hub_columns, lm_eval_task_yaml, read_records
     from tli_lightning.tiny_model import demo_data_path
 
     task = get_task(args.task)
@@ -148,8 +132,10 @@ def task_golden(args: argparse.Namespace, model: Path, output: Path) -> None:
         sys.exit(f"{task.name} names no lm-eval task file or demo file")
     python = lm_eval_python(args.lm_eval)
     code = "import lm_eval.tasks, os; print(os.path.dirname(lm_eval.tasks.__file__))"
-    lm_eval_task = Path(subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip())
-    lm_eval_task = lm_eval_task / task.lm_eval_yaml
+    lm_eval_tasks = Path(
+        subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    )
+    lm_eval_task = lm_eval_tasks / task.lm_eval_yaml
     if not lm_eval_task.is_file():
         sys.exit(f"lm-eval has no {lm_eval_task}")
     records = list(read_records(demo_data_path(task.demo_file), task.name))[: args.n]
@@ -162,20 +148,7 @@ def task_golden(args: argparse.Namespace, model: Path, output: Path) -> None:
         data = work / f"{task.name}.jsonl"
         data.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
         name = f"tli_{task.name}"
-        # The split lm-eval scores reads our file; every other split it names is switched off.
-        others = ["training_split: null"] + (["validation_split: null"] if task.hub_split == "test" else [])
-        yaml = [
-            f"include: {lm_eval_task}",
-            f"task: {name}",
-            "dataset_path: json",
-            "dataset_name: null",
-            "dataset_kwargs:",
-            "  data_files:",
-            f"    {task.hub_split}: {data}",
-            *others,
-            "",
-        ]
-        (tasks_dir / f"{name}.yaml").write_text("\n".join(yaml), encoding="utf-8")
+        (tasks_dir / f"{name}.yaml").write_text(lm_eval_task_yaml(task, name, lm_eval_tasks, data), encoding="utf-8")
         command = lm_eval_command(args.lm_eval, model, [name], tasks_dir, out)
         run_lm_eval(command)
         samples = read_samples(out, name, len(docs))

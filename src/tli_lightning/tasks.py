@@ -289,6 +289,37 @@ def _tasks() -> dict[str, Task]:
 TASKS: dict[str, Task] = _tasks()
 
 
+def hub_columns(record: Mapping[str, Any], from_tsv: bool) -> dict:
+    """A row of one of our files as the hub dataset lm-eval reads has it (fairseq's XStoryCloze names renamed,
+    TSV labels made integers): what a local lm-eval task (``dataset_path: json``) must be given."""
+    row = {STORY_COLUMNS.get(k, k): v for k, v in record.items()}
+    if "InputStoryid" in row:
+        row["story_id"] = row.pop("InputStoryid")
+    for name in ("label", "answer_right_ending"):
+        if from_tsv and isinstance(row.get(name), str) and row[name].strip().isdigit():
+            row[name] = int(row[name])
+    return row
+
+
+def lm_eval_task_yaml(task: Task, name: str, lm_eval_tasks: str | Path, data_file: str | Path) -> str:
+    """An lm-eval task ``name`` that is lm-eval's own task file for ``task`` (included, under the installed
+    ``lm_eval/tasks`` folder ``lm_eval_tasks``) reading the local JSONL ``data_file`` (rows as
+    :func:`hub_columns` gives them) as the split lm-eval scores; every other split it names is switched off."""
+    others = ["training_split: null"] + (["validation_split: null"] if task.hub_split == "test" else [])
+    lines = [
+        f"include: {Path(lm_eval_tasks) / task.lm_eval_yaml}",
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_name: null",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    {task.hub_split}: {data_file}",
+        *others,
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def get_task(name: str) -> Task:
     """The task lm-eval calls ``name``; an unknown name is a TLIError listing the known ones."""
     if isinstance(name, Task):
