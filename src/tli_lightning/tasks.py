@@ -21,8 +21,8 @@ Example::
 
     from tli_lightning.tasks import get_task, load_examples, score_examples
     task = get_task("xcopa_sw")
-    examples = load_examples(task, "../shared/data/xcopa_sw_validation.jsonl")   # or "demo", or the hub id
-    loglik = score_examples(model, tokenizer, examples)                          # [n, 2] float64
+    examples = load_examples(task, "demo")  # or a file (../shared/data/xcopa_sw_validation.jsonl), or the hub id
+    loglik = score_examples(model, tokenizer, examples)  # [n, 2] float64
     print(task.metrics(loglik, examples)["acc"])
 
 Adding a task: one :class:`Task` in ``TASKS`` (its ``to_example`` turns a record of its files into an
