@@ -55,6 +55,8 @@ def local_task(tmp_path) -> Path:
     data.write_text("".join(json.dumps(hub_columns(r, tsv)) + "\n" for r, _, _, tsv in rows), encoding="utf-8")
     folder = tmp_path / "tasks"
     folder.mkdir()
+    import lm_eval.tasks
+
     tasks_root = os.path.dirname(lm_eval.tasks.__file__)
     (folder / "tli_xcopa_sw.yaml").write_text(lm_eval_task_yaml(task, "tli_xcopa_sw", tasks_root, data))
     return folder

@@ -134,7 +134,9 @@ class LMEvalTasks(Measurement):
 
         from tli_lightning.backbones import base_model
 
-        manager = TaskManager(include_path=self.include_path) if self.include_path else TaskManager()
+        if getattr(self, "_manager", None) is None:  # indexing every task file takes seconds: once per callback
+            self._manager = TaskManager(include_path=self.include_path) if self.include_path else TaskManager()
+        manager = self._manager
         unknown = [t for t in self.tasks if t not in manager.all_tasks]
         if unknown:
             raise TLIError(
