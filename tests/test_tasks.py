@@ -309,3 +309,10 @@ def test_zeroshot_command_refuses_a_bad_file_in_one_line(tmp_path, monkeypatch):
         and len(errors) == 1
         and "x.jsonl:1: label must be one of 0 (choice1), 1 (choice2), got 5" in errors[0]
     )
+
+
+def test_a_hub_source_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(TLIError, match=r"cannot load xcopa_sw from 'cambridgeltl/xcopa' \(sw, test\).*give a local"):
+        load_examples("xcopa_sw", "cambridgeltl/xcopa")
