@@ -59,6 +59,15 @@ def test_the_task_names_are_lm_evals():
         get_task("copa_sw")
 
 
+def test_tasks_and_examples_pickle():
+    import pickle
+
+    task = get_task("xcopa_sw")
+    assert pickle.loads(pickle.dumps(task)) is task
+    examples = load_examples(task)
+    assert pickle.loads(pickle.dumps(examples)) == examples
+
+
 def test_xcopa_context_and_choices_are_lm_evals(tmp_path):
     # lm_eval/tasks/xcopa/utils.py: premise.strip()[:-1] + " " + connector; choice[0].lower() + choice[1:].
     path = _jsonl(

@@ -91,6 +91,13 @@ class Task:
     def chance(self) -> float:
         return 1 / self.num_choices
 
+    def __reduce__(self) -> Any:
+        # A registered task pickles as its name (its to_example is a closure, which pickle cannot carry):
+        # checkpoints, DDP broadcasts and spawned workers get the same definition back.
+        if TASKS.get(self.name) is self:
+            return (get_task, (self.name,))
+        return super().__reduce__()
+
     def metrics(self, loglikelihoods: torch.Tensor, examples: Sequence[Example]) -> dict[str, float | int]:
         """lm-eval's ``acc`` (argmax of the log-likelihoods), with correct, n and macro F1 over the choices."""
         from tli_lightning.zeroshot import classification_scores
