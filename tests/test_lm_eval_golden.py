@@ -1,7 +1,10 @@
-"""score_xnli against lm-evaluation-harness's own log-likelihoods on the tiny model (a golden file).
+"""Our scores against lm-evaluation-harness's own log-likelihoods on tiny models (golden files).
 
-tests/golden/lm_eval_tiny_xnli.json was written by tools/make_lm_eval_golden.py, which ran lm-eval
-itself (see the file's "commands" and "versions"); this test needs no lm-eval installed.
+tests/golden/lm_eval_tiny_xnli.json (score_xnli) and every tests/golden/lm_eval_tiny_<task>[_<variant>].json
+with a top-level "task" (tli_lightning.tasks.score_examples: xcopa_sw, xstorycloze_sw, xnli_sw on the tiny
+Llama, Gemma-2, and a Qwen2 whose tokenizer has no BOS) were written by tools/make_lm_eval_golden.py, which ran
+lm-eval itself with its own task files (see each file's "commands" and "versions"); this test needs no lm-eval
+installed. A new task's golden file is picked up by itself.
 """
 
 from __future__ import annotations
