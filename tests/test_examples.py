@@ -14,7 +14,7 @@ import torch
 
 from tli_lightning.tiny_model import demo_data_path
 
-MODULES = ["representations", "alignment", "zeroshot", "losses", "data"]
+MODULES = ["representations", "alignment", "zeroshot", "tasks", "losses", "data"]
 
 
 def _examples(module_name: str) -> list[str]:
