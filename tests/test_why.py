@@ -1,12 +1,18 @@
 """Why a run forgets: the weight update's spectrum and each layer's drift from the base model."""
 
+import json
 import math
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from peft import LoraConfig, get_peft_model
+from torch.utils.data import DataLoader, TensorDataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tli_lightning.backbones import lora_targets
+from tli_lightning.callbacks import RepresentationDrift, WeightUpdateSpectrum
 from tli_lightning.drift import drift_report, embed_texts, linear_cka, mean_cosine, sample_texts
 from tli_lightning.weight_update import (
     effective_rank,
@@ -56,7 +62,9 @@ def test_lora_update_of_rank_r(tiny_dir):
     layer = dict(peft.named_modules())[matrix["name"]]
     delta = layer.get_delta_weight("default")
     formed = torch.linalg.svdvals(delta.double())
-    torch.testing.assert_close(torch.tensor(matrix["singular_values"], dtype=torch.float64), formed[:2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(matrix["singular_values"], dtype=torch.float64), formed[:2], atol=1e-5, rtol=0
+    )
     base = layer.get_base_layer().weight
     assert matrix["relative_norm"] == pytest.approx(float(delta.norm() / base.norm()), rel=1e-5)
     assert report["spectrum"][0] == pytest.approx(1.0)
@@ -122,3 +130,69 @@ def test_lora_on_a_4bit_base_reads_the_dequantised_weight(tiny_dir, tiny_float):
     float_norm = float(tiny_float[0].model.layers[0].self_attn.q_proj.weight.norm())
     # NF4's rounding moves the norm by a few percent, no more.
     assert report["matrices"][0]["base_norm"] == pytest.approx(float_norm, rel=0.05)
+
+
+class _PlainLM(L.LightningModule):
+    """A plain HF causal LM with a plain LM loss: what the callbacks need is `.model` and `.tokenizer`."""
+
+    def __init__(self, path: str, lr: float) -> None:
+        super().__init__()
+        self.model = AutoModelForCausalLM.from_pretrained(path).train()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.lr = lr
+
+    def training_step(self, batch, batch_idx):
+        return self.model(input_ids=batch[0], labels=batch[0]).loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.lr)
+
+    def train_dataloader(self):
+        ids = self.tokenizer(["Watoto walikwenda shule."] * 4, return_tensors="pt")["input_ids"]
+        return DataLoader(TensorDataset(ids), batch_size=2)
+
+
+TEXTS = {"premises": ["Watoto walikwenda shule.", "The sun is hot.", "Mvua inanyesha leo."], "words": ["maji", "moto"]}
+
+
+def _fit_plain(tmp_path, tiny_dir, lr):
+    update, drift = WeightUpdateSpectrum(), RepresentationDrift(texts=TEXTS, progress=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[update, drift],
+        logger=TensorBoardLogger(tmp_path, name="run"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
+    trainer.fit(_PlainLM(str(tiny_dir), lr))
+    return trainer, update, drift
+
+
+def test_an_untrained_run_has_no_update_and_no_drift(tmp_path, tiny_dir):
+    trainer, update, drift = _fit_plain(tmp_path, tiny_dir, lr=0.0)
+    run = tmp_path / "run" / "version_0"
+    report = json.loads((run / "weight_update" / "epoch_01.json").read_text())
+    assert report["measurement"] == "weight_update" and report["adaptation"] == "full"
+    assert report["matrices"] and all(m["norm"] == 0 and m["effective_rank"] == 0 for m in report["matrices"])
+    assert [b["layer"] for b in report["blocks"]] == [0, 1, 2, 3, 4]  # the embeddings, then blocks 0-3
+    after = json.loads((run / "drift" / "epoch_01.json").read_text())
+    for entry in after["sets"].values():
+        assert entry["cka"] == pytest.approx([1.0] * 5, abs=1e-9) and entry["cos"] == pytest.approx([1.0] * 5)
+    assert trainer.callback_metrics["drift/premises/cka/lowest"].item() == pytest.approx(1.0)
+    # The base is kept where a resumed run finds it again.
+    state = drift.state_dict()
+    again = RepresentationDrift(texts=TEXTS)
+    again.load_state_dict(state)
+    assert again.sample == drift.sample and all(torch.equal(again.base[k], drift.base[k]) for k in drift.base)
+    assert set(update.state_dict()["base"]) == {m["name"] for m in report["matrices"]}
+
+
+def test_a_trained_run_moves_the_weights_and_the_deep_layers(tmp_path, tiny_dir):
+    _trainer, update, drift = _fit_plain(tmp_path, tiny_dir, lr=0.5)
+    assert update.last["total"]["relative_norm"] > 0 and update.last["total"]["effective_rank_max"] >= 1
+    cka = drift.last["sets"]["premises"]["cka"]
+    assert cka[-1] < 1 - 1e-6
+    lines = WeightUpdateSpectrum.summary_lines(update.headline()) + RepresentationDrift.summary_lines(drift.headline())
+    assert lines[0].startswith("weight update (full, ") and "lowest CKA" in lines[1]

@@ -98,7 +98,7 @@ def embed_texts(
 
 
 def drift_report(base: Mapping[str, Tensor], now: Mapping[str, Tensor]) -> dict[str, Any]:
-    """Per set and layer, ``cka`` and ``cos`` between ``base[set]`` and ``now[set]`` (each ``[layers, texts, hidden]``)."""
+    """Per set and layer, ``cka`` and ``cos`` between ``base[set]`` and ``now[set]`` (``[layers, texts, hidden]``)."""
     sets = {}
     for name, before in base.items():
         after = now[name]
