@@ -22,7 +22,7 @@ QUICK_FIT = [
     "fit",
     "--trainer.max_epochs",
     "2",
-    "--data.xnli_limit",
+    "--data.reasoning_limit",
     "6",
     "--trainer.enable_progress_bar",
     "false",
@@ -44,7 +44,7 @@ OTHER_DATA = [
     "fit",
     "--trainer.max_epochs",
     "1",
-    "--data.xnli_limit",
+    "--data.reasoning_limit",
     "5",
     "--trainer.enable_progress_bar",
     "false",
@@ -592,7 +592,7 @@ def test_seeds_that_vary_the_data_sample_are_compared_unpaired(tmp_path):
     for seed in range(2):
         run = _fake_run(logs, "tli", seed, seed)
         summary = json.loads((run / "summary.json").read_text())
-        summary["data"] = {"seed": None, "xnli_limit": 20, "fingerprint": {**FINGERPRINT, "xnli_sw": f"s{seed}"}}
+        summary["data"] = {"seed": None, "reasoning_limit": 20, "fingerprint": {**FINGERPRINT, "xnli_sw": f"s{seed}"}}
         (run / "summary.json").write_text(json.dumps(summary))
     report = build_report([logs / "tli"], resamples=50)
     assert report["settings"]["paired_items"] is False
