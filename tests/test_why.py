@@ -194,5 +194,7 @@ def test_a_trained_run_moves_the_weights_and_the_deep_layers(tmp_path, tiny_dir)
     assert update.last["total"]["relative_norm"] > 0 and update.last["total"]["effective_rank_max"] >= 1
     cka = drift.last["sets"]["premises"]["cka"]
     assert cka[-1] < 1 - 1e-6
-    lines = WeightUpdateSpectrum.summary_lines(update.headline()) + RepresentationDrift.summary_lines(drift.headline())
-    assert lines[0].startswith("weight update (full, ") and "lowest CKA" in lines[1]
+    lines = WeightUpdateSpectrum.summary_lines("w", update.headline()) + RepresentationDrift.summary_lines(
+        "d", drift.headline()
+    )
+    assert lines[0].startswith("weight update (w, full, ") and "lowest CKA" in lines[2]

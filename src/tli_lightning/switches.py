@@ -33,7 +33,7 @@ def add_switches(parser: Any) -> None:
             f"--measure.{name}",
             type=bool,
             default=True,
-            help=f"Measure {what} ({callback}); false turns it off (default: true)",
+            help=f"Measure {what} ({callback}); false turns it off",
         )
 
 

@@ -27,6 +27,15 @@ def _sortable(value: float | None) -> float:
     return math.inf if value is None or math.isnan(value) else value
 
 
+def _mean_wall_s(timings: list[dict[str, Any]]) -> float | None:
+    seconds = [t["wall_s"] for t in timings if t.get("wall_s") is not None]
+    return sum(seconds) / len(seconds) if seconds else None
+
+
+def _seconds(headline: dict[str, Any]) -> str:
+    return "" if headline.get("wall_s") is None else f"; {headline['wall_s']:.2f} s per evaluation"
+
+
 def _number(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
@@ -49,8 +58,9 @@ class RepresentationDrift(Measurement):
     Args:
         key: Where results go (``<log_dir>/<key>/``) and the prefix of its scalars.
         every_n_epochs: Measure after every n-th epoch.
-        texts: ``{set: [text, ...]}`` measured as given; default: a sample of the DataModule's ``xnli``
-            premises (``premises``) and of its trained and control pairs' words (``words``).
+        texts: ``{set: [text, ...]}`` measured as given; default: a sample of the DataModule's ``lm_texts`` per
+            language (``premises``: the measured XNLI examples' premises, unless ``data.lm_texts`` names files)
+            and of its trained and control pairs' words (``words``).
         premises_per_language: Premises sampled per language (default texts only).
         words: Words sampled (default texts only).
         seed: The sample's seed.
@@ -94,14 +104,16 @@ class RepresentationDrift(Measurement):
         if self.texts is not None:
             return {name: list(texts) for name, texts in self.texts.items() if texts}
         dm = trainer.datamodule
-        xnli = getattr(dm, "xnli", None) or {}
-        premises = {lang: [e.premise for e in examples] for lang, examples in xnli.items()}
+        # The held-out texts of LanguageModelRetention: the measured XNLI examples' premises unless files are given.
+        premises = dict(getattr(dm, "lm_texts", None) or {})
         pairs = [*getattr(dm, "train_pairs", []), *getattr(dm, "control_pairs", [])]
         sample = sample_texts(
             premises, [w for pair in pairs for w in pair], self.premises_per_language, self.words, self.seed
         )
         if not sample:
-            raise TLIError("RepresentationDrift needs texts=..., or a DataModule with `xnli` and train/control pairs")
+            raise TLIError(
+                "RepresentationDrift needs texts=..., or a DataModule with `lm_texts` or train/control pairs"
+            )
         return sample
 
     @torch.no_grad()
@@ -138,6 +150,7 @@ class RepresentationDrift(Measurement):
 
     def figure(self, trainer: L.Trainer) -> Any:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         last = self.last
         if last is None or not last["sets"]:
@@ -148,6 +161,7 @@ class RepresentationDrift(Measurement):
             for name, entry in last["sets"].items():
                 ax.plot(range(len(entry[what])), entry[what], marker="o", label=f"{name} ({entry['texts']})")
             ax.set(xlabel="layer (hidden_states index)", ylabel=what, title=title)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[-1].legend(fontsize=8)
         figure.suptitle(f"drift from the base model, epoch {last.get('epoch', '?')}")
         figure.tight_layout()
@@ -169,20 +183,22 @@ class RepresentationDrift(Measurement):
                 "cka_min_layer": lowest,
                 "cos_min": min(entry["cos"], key=_sortable),
             }
-        return {"sets": sets}
+        return {"epoch": last["epoch"], "sets": sets, "wall_s": _mean_wall_s(self.timings)}
 
     @classmethod
-    def summary_lines(cls, headline: dict[str, Any]) -> list[str]:
-        return [
-            f"drift from the base, {name} ({entry['texts']} texts): lowest CKA {_number(entry['cka_min'])} "
-            f"(layer {entry['cka_min_layer']}), lowest mean cosine {_number(entry['cos_min'])}"
-            for name, entry in headline.get("sets", {}).items()
-        ]
+    def summary_lines(cls, key: str, headline: dict[str, Any]) -> list[str]:
+        lines = [f"drift from the base ({key}), epoch {headline.get('epoch')}{_seconds(headline)}:"]
+        for name, entry in headline.get("sets", {}).items():
+            lines.append(
+                f"  {name} ({entry['texts']} texts): lowest CKA {_number(entry['cka_min'])} (layer "
+                f"{entry['cka_min_layer']}), lowest mean cosine {_number(entry['cos_min'])}"
+            )
+        return lines
 
     @classmethod
     def hparam_metrics(cls, key: str, headline: dict[str, Any]) -> dict[str, float]:
         return {
-            f"{key}/{name}/{what}": entry[what]
+            f"hparams/{key}_{name}_{what}": entry[what]
             for name, entry in headline.get("sets", {}).items()
             for what in ("cka_min", "cos_min")
         }

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from tli_lightning.callbacks._common import Getter, default_model
+from tli_lightning.callbacks.drift import _mean_wall_s, _seconds
 from tli_lightning.callbacks.measurement import Measurement
 from tli_lightning.errors import TLIError
 from tli_lightning.weight_update import (
@@ -88,6 +89,7 @@ class WeightUpdateSpectrum(Measurement):
 
     def figure(self, trainer: L.Trainer) -> Any:
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
 
         last = self.last
         if last is None or not last["blocks"]:
@@ -102,6 +104,8 @@ class WeightUpdateSpectrum(Measurement):
         right.plot(layers, [b["effective_rank_mean"] for b in last["blocks"]], marker="o")
         right.set(xlabel="layer (block output, hidden_states index)", ylabel="mean over the block's matrices")
         right.set_title("effective rank (90% of the squared norm)")
+        for ax in (left, right):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         figure.suptitle(f"weight update, epoch {last.get('epoch', '?')}")
         figure.tight_layout()
         return figure
@@ -116,6 +120,7 @@ class WeightUpdateSpectrum(Measurement):
             return None
         total = last.get("total") or {}
         return {
+            "epoch": last["epoch"],
             "adaptation": last.get("adaptation"),
             "matrices": total.get("matrices", 0),
             "relative_norm": total.get("relative_norm"),
@@ -126,17 +131,19 @@ class WeightUpdateSpectrum(Measurement):
                 str(b["layer"]): {"relative_norm": b["relative_norm"], "effective_rank_mean": b["effective_rank_mean"]}
                 for b in last["blocks"]
             },
+            "wall_s": _mean_wall_s(self.timings),
         }
 
     @classmethod
-    def summary_lines(cls, headline: dict[str, Any]) -> list[str]:
+    def summary_lines(cls, key: str, headline: dict[str, Any]) -> list[str]:
         if not headline.get("matrices"):
-            return ["weight update: no adapted matrix measured"]
+            return [f"weight update ({key}): no adapted matrix measured"]
         return [
-            f"weight update ({headline['adaptation']}, {headline['matrices']} matrices): relative norm "
+            f"weight update ({key}, {headline['adaptation']}, {headline['matrices']} matrices, epoch "
+            f"{headline.get('epoch')}): relative norm "
             f"{_number(headline['relative_norm'], '.3g')}, effective rank "
             f"{_number(headline['effective_rank_mean'], '.1f')} mean, {headline['effective_rank_max']} max "
-            "(90% of the squared norm)"
+            f"(90% of the squared norm){_seconds(headline)}"
         ]
 
     @classmethod
@@ -144,8 +151,8 @@ class WeightUpdateSpectrum(Measurement):
         if not headline.get("matrices"):
             return {}
         return {
-            f"{key}/relative_norm": headline["relative_norm"],
-            f"{key}/effective_rank": headline["effective_rank_mean"],
+            f"hparams/{key}_relative_norm": headline["relative_norm"],
+            f"hparams/{key}_effective_rank": headline["effective_rank_mean"],
         }
 
     def state_dict(self) -> dict[str, Any]:

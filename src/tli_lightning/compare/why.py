@@ -115,9 +115,10 @@ def _description(arms: dict[str, Any], update: dict[str, Any], drift: dict[str, 
             bits.append(f"lowest premise CKA {_fmt(lowest[1], 3)} at layer {lowest[0]}")
         parts.append(f"{arm} ({'; '.join(bits)})")
     return (
-        "Described, not tested: ordered by mean XNLI retention, " + ", ".join(parts) + ". An arm that moved its "
-        "weights less, in fewer directions, and its layers' representations less may or may not retain more: "
-        "nothing here tests that relation, which the verdict above alone decides."
+        "Described, not tested: ordered by mean retention (over the zero-shot tasks), "
+        + ", ".join(parts)
+        + ". These say how much, in how many directions and where each arm changed the model; they do not test "
+        "whether that explains its retention (the verdict above is the only test)."
     )
 
 
@@ -174,8 +175,20 @@ def why_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def why_figures(why: dict[str, Any]) -> dict[str, str]:
+    """The file names of the figures :func:`draw_why_figures` draws for ``why`` (those with something to draw)."""
+    names = {}
+    if why.get("drift"):
+        names["drift"] = WHY_FIGURES["drift"]
+    if any(u["spectrum"] for u in (why.get("weight_update") or {}).values()):
+        names["spectrum"] = WHY_FIGURES["spectrum"]
+    return names
+
+
 def draw_why_figures(report: dict[str, Any], output: Path) -> list[Path]:
     """The drift-per-layer and the spectrum figures (those with something to draw); their paths."""
+    from matplotlib.ticker import MaxNLocator
+
     from tli_lightning.compare.figures import _LEGEND, _arm_colors, _figure, _save
 
     why = report.get("why") or {}
@@ -188,6 +201,7 @@ def draw_why_figures(report: dict[str, Any], output: Path) -> list[Path]:
                 points = [(layer, v) for layer, v in enumerate(d[what]) if v is not None]
                 ax.plot(*zip(*points), marker="o", color=colors.get(arm), label=arm)
             ax.set(xlabel="layer (hidden_states index)", ylabel=what, title=f"{title}, XNLI premises")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[-1].legend(title="arm", **_LEGEND)
         paths.append(output / WHY_FIGURES["drift"])
         _save(fig, paths[-1])
