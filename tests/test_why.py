@@ -155,10 +155,10 @@ class _PlainLM(L.LightningModule):
 TEXTS = {"premises": ["Watoto walikwenda shule.", "The sun is hot.", "Mvua inanyesha leo."], "words": ["maji", "moto"]}
 
 
-def _fit_plain(tmp_path, tiny_dir, lr):
+def _fit_plain(tmp_path, tiny_dir, lr, max_epochs=1, ckpt_path=None):
     update, drift = WeightUpdateSpectrum(), RepresentationDrift(texts=TEXTS, progress=False)
     trainer = L.Trainer(
-        max_epochs=1,
+        max_epochs=max_epochs,
         callbacks=[update, drift],
         logger=TensorBoardLogger(tmp_path, name="run"),
         enable_progress_bar=False,
@@ -166,7 +166,8 @@ def _fit_plain(tmp_path, tiny_dir, lr):
         accelerator="cpu",
         devices=1,
     )
-    trainer.fit(_PlainLM(str(tiny_dir), lr))
+    torch.manual_seed(0)
+    trainer.fit(_PlainLM(str(tiny_dir), lr), ckpt_path=ckpt_path)
     return trainer, update, drift
 
 
@@ -198,3 +199,15 @@ def test_a_trained_run_moves_the_weights_and_the_deep_layers(tmp_path, tiny_dir)
         "d", drift.headline()
     )
     assert lines[0].startswith("weight update (w, full, ") and "lowest CKA" in lines[2]
+
+
+def test_a_resumed_full_rank_run_measures_against_the_same_base(tmp_path, tiny_dir):
+    _, whole_update, whole_drift = _fit_plain(tmp_path / "whole", tiny_dir, lr=0.5, max_epochs=2)
+    first, _, _ = _fit_plain(tmp_path / "first", tiny_dir, lr=0.5, max_epochs=1)
+    first.save_checkpoint(tmp_path / "epoch1.ckpt")
+    # A new process's callbacks: the base snapshot and the base vectors come from the checkpoint alone.
+    _, update, drift = _fit_plain(
+        tmp_path / "resumed", tiny_dir, lr=0.5, max_epochs=2, ckpt_path=tmp_path / "epoch1.ckpt"
+    )
+    assert update.last["total"]["relative_norm"] > 0
+    assert update.last == whole_update.last and drift.last == whole_drift.last
