@@ -1,7 +1,8 @@
 """Cost of the weight-update spectrum and the representation drift (issue 16).
 
-    python benchmarks/bench_why.py svd      # torch.linalg.svdvals at Llama-3-8B's matrix shapes, this machine
-    python benchmarks/bench_why.py tiny     # both callbacks on the tiny demo model (CPU), per evaluation
+    python benchmarks/bench_why.py svd                  # svdvals at Llama-3-8B's matrix shapes, on this CPU
+    python benchmarks/bench_why.py svd --device cuda    # the same on a GPU (in gpu_suite.sh)
+    python benchmarks/bench_why.py tiny                 # both callbacks in demo fits of the tiny model (CPU)
 
 ``svd``: median seconds of ``svdvals`` (float32) on a random 4096 x 4096 (q/o_proj), 1024 x 4096 (k/v_proj,
 8 KV heads), 14336 x 4096 (gate/up/down_proj) and 16384 x 4096 matrix (the 128256 x 4096 embedding matrix
@@ -12,6 +13,7 @@ LoRA's spectrum is a QR of two [4096, r] matrices and an r x r SVD per matrix: t
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -30,22 +32,29 @@ def _median_s(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def svd(repeats: int = 3) -> dict:
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def svd(device: str = "cpu", repeats: int = 3) -> dict:
     generator = torch.Generator().manual_seed(0)
     shapes = {"4096x4096": (4096, 4096), "1024x4096": (1024, 4096), "14336x4096": (14336, 4096)}
     shapes["16384x4096"] = (16384, 4096)
     seconds = {}
     for name, shape in shapes.items():
-        matrix = torch.randn(*shape, generator=generator)
-        seconds[name] = _median_s(lambda m=matrix: torch.linalg.svdvals(m), repeats)
+        matrix = torch.randn(*shape, generator=generator).to(device)
+        seconds[name] = _median_s(lambda m=matrix: (torch.linalg.svdvals(m), _sync(device)), repeats)
     embedding = seconds["16384x4096"] * 128256 / 16384
     per_block = 2 * seconds["4096x4096"] + 2 * seconds["1024x4096"] + 3 * seconds["14336x4096"]
-    b, a = torch.randn(4096, 16, generator=generator), torch.randn(16, 4096, generator=generator)
+    b, a = torch.randn(4096, 16, generator=generator).to(device), torch.randn(16, 4096, generator=generator).to(device)
     from tli_lightning.weight_update import low_rank_singular_values
 
-    lora = _median_s(lambda: low_rank_singular_values(b, a, 2.0), 20)
+    lora = _median_s(lambda: (low_rank_singular_values(b, a, 2.0), _sync(device)), 20)
     return {
-        "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else f"cpu, {torch.get_num_threads()} threads",
         "svdvals_s": {k: round(v, 3) for k, v in seconds.items()},
         "embedding_128256x4096_s_extrapolated": round(embedding, 1),
         "full_early_2_blocks_s": round(2 * per_block, 1),
@@ -77,5 +86,8 @@ def tiny() -> dict:
 
 
 if __name__ == "__main__":
-    what = sys.argv[1] if len(sys.argv) > 1 else "svd"
-    print(json.dumps(svd() if what == "svd" else tiny(), indent=2))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=("svd", "tiny"), nargs="?", default="svd")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    print(json.dumps(svd(args.device) if args.what == "svd" else tiny(), indent=2))
