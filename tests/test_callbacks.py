@@ -89,7 +89,9 @@ def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
     with torch.no_grad():
         loss = module.model.eval()(input_ids=ids, labels=ids).loss.item()
     assert lm["per_text_loglikelihood"][1] / lm["per_text_tokens"][1] == pytest.approx(-loss, abs=1e-5)
-    assert trainer.callback_metrics["lm/sw/perplexity"].item() == pytest.approx(texts.first["languages"]["sw"]["perplexity"])
+    assert trainer.callback_metrics["lm/sw/perplexity"].item() == pytest.approx(
+        texts.first["languages"]["sw"]["perplexity"]
+    )
     # A module without `target_layer`: the final layer's scalars only (every layer is in the JSON).
     assert "align/control/gap/layer_04" in trainer.callback_metrics
     assert "align/control/gap/layer_02" not in trainer.callback_metrics

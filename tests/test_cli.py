@@ -380,7 +380,14 @@ def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
         extra += ["--trainer.logger+=lightning.pytorch.loggers.MLFlowLogger"]
         extra += [f"--trainer.logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     result = cli(
-        ["fit", *QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--data.reasoning_limit=3", *extra],
+        [
+            "fit",
+            *QUICK,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--data.reasoning_limit=3",
+            *extra,
+        ],
         tmp_path,
         env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )

@@ -254,6 +254,7 @@ def write_summary(run: Run, summary: dict[str, Any]) -> Path:
 
 # ---- what a run tells its user when it ends ------------------------------------------------
 
+
 def summarize(trainer: Any, run: Run, status: str, wall_s: float | None = None) -> dict[str, Any]:
     """The run's identity, settings and headline numbers, baseline -> final (also ``summary.json``), what a seed
     varied, and its provenance (``wall_s``: this session's wall time, from the command's start)."""

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def _bar(value: float, interval: Any) -> list[list[float]]:
     """Error-bar lengths below and above ``value`` (none where the interval is undefined); rounding can put an
     interval's end a hair inside the value."""

@@ -527,7 +527,10 @@ def format_markdown(report: dict[str, Any]) -> str:
                 _spread(a["gains"]["trained"]["margin"]),
             ]
             + [_spread(a["reasoning"][task]["acc_diff"]) for task in tasks]
-            + [_spread(a["lm"][lang]["change"]) if lang in a["lm"] else "n/a" for lang in report["data"].get("lm_languages") or []]
+            + [
+                _spread(a["lm"][lang]["change"]) if lang in a["lm"] else "n/a"
+                for lang in report["data"].get("lm_languages") or []
+            ]
             + [_spread(a["retention_mean"], sign=False)]
         )
     lines += _table(header, rows)

@@ -212,7 +212,11 @@ def _legacy_xnli(evaluation: dict[str, Any]) -> dict[str, Any]:
         f"xnli_{lang}": {**entry, "chance": 1 / 3, "language": lang, "benchmark": "xnli"}
         for lang, entry in evaluation.get("languages", {}).items()
     }
-    return {**{k: v for k, v in evaluation.items() if k != "languages"}, "measurement": "multiple_choice", "tasks": tasks}
+    return {
+        **{k: v for k, v in evaluation.items() if k != "languages"},
+        "measurement": "multiple_choice",
+        "tasks": tasks,
+    }
 
 
 def _check_run(run: _Run) -> None:
@@ -255,8 +259,9 @@ def _check_run(run: _Run) -> None:
 
 def _check_same_data(runs: Sequence[_Run]) -> bool:
     """Arms may differ in any model setting, never in what was measured. Returns whether every run measured the
-    same items (pairs, task examples, texts), so that statistics can pair them: True unless every run follows its own seed
-    for the data (``data.seed: null``), in which case their samples differ by design but their sources must not."""
+    same items (pairs, task examples, texts), so that statistics can pair them: True unless every run follows its
+    own seed for the data (``data.seed: null``), in which case their samples differ by design but their sources
+    must not."""
     first = runs[0]
     tasks = sorted(first.tasks)
     for run in runs[1:]:

@@ -34,7 +34,8 @@ COMBINING = (
     "Retention is decided per task first (each benchmark in each language): a comparison's answer combines its "
     "tasks' answers (the same answer: that answer; yes or no beside inconclusive: inconclusive; yes beside no: "
     "mixed), which also says whether the tasks agree; the examples of every task pooled are shown as secondary. "
-    "Held-out text likelihood is decided per language by the same rules, beside (not inside) the retention answer. Answers that are not answerable are left out of a combination. Alignment: with k "
+    "Held-out text likelihood is decided per language by the same rules, beside (not inside) the retention "
+    "answer. Answers that are not answerable are left out of a combination. Alignment: with k "
     "early-layer LoRA arms that have the seeds to be answered, each arm's CI is at 1 - alpha/k (Bonferroni), so "
     "the question's answer is yes when any arm's is, no when every answerable arm's is, else inconclusive."
 )
@@ -106,7 +107,11 @@ def retention_verdict(
         "effect": "per task, then pooled over tasks: the change in accuracy (final - baseline) per example, "
         "averaged over each arm's runs; early-layer LoRA's minus the full arm's (> 0: LoRA kept more)",
         "comparisons": comparisons,
-        "examples_per_task": {t: sorted({r["reasoning"][t]["n"] for r in runs if t in r["reasoning"]}) for t in runs[0]["reasoning"]} if runs else {},
+        "examples_per_task": {
+            t: sorted({r["reasoning"][t]["n"] for r in runs if t in r["reasoning"]}) for t in runs[0]["reasoning"]
+        }
+        if runs
+        else {},
     }
     if not comparisons:
         missing = (
@@ -161,6 +166,9 @@ def _retention_pair(
         words = f"the tasks answer {each}"
     if len(languages) > 1:
         words += "; the tasks agree" if agree else "; the tasks do not agree"
+        unanswerable = [t for t in languages if per_language[t]["answer"] == "not answerable"]
+        if unanswerable and answer != "not answerable":
+            words += f" ({len(unanswerable)} of {len(languages)} not answerable: {', '.join(unanswerable)})"
     words += f"; pooled over tasks (secondary): {per_language['pooled']['answer']}, {per_language['pooled']['words']}"
     comparison = {
         "early_lora": lora,
@@ -197,7 +205,11 @@ def _retention_pair(
 
 
 def _lm_pair(
-    runs: list[dict[str, Any]], loaded: Sequence[_Run], members: dict[str, list[int]], reason: str | None, settings: dict
+    runs: list[dict[str, Any]],
+    loaded: Sequence[_Run],
+    members: dict[str, list[int]],
+    reason: str | None,
+    settings: dict,
 ) -> dict[str, Any]:
     """Held-out text per language: the change in each text's mean token log-likelihood, early-layer LoRA's minus the
     full arm's (> 0: LoRA kept more of the language model), by the same rules as retention."""
@@ -210,7 +222,9 @@ def _lm_pair(
     boot = {k: settings[k] for k in ("seed", "resamples", "confidence")}
     out = {}
     for lang in languages:
-        values = [[np.subtract(*reversed(text_loglikelihoods(loaded[i], lang))) for i in members[arm]] for arm in (lora, full)]
+        values = [
+            [np.subtract(*reversed(text_loglikelihoods(loaded[i], lang))) for i in members[arm]] for arm in (lora, full)
+        ]
         result = hierarchical_bootstrap(values, [1, -1], paired=settings["paired"], **boot)
         answer, words = decide(result, reason, settings["confidence"])
         out[lang] = {"answer": answer, "words": words, "difference": result}
