@@ -211,3 +211,13 @@ def test_a_resumed_full_rank_run_measures_against_the_same_base(tmp_path, tiny_d
     )
     assert update.last["total"]["relative_norm"] > 0
     assert update.last == whole_update.last and drift.last == whole_drift.last
+    # A checkpoint from before the measurements were on: no base to compare with, said, never a trained "base".
+    checkpoint = torch.load(tmp_path / "epoch1.ckpt", weights_only=False)
+    checkpoint["callbacks"] = {}
+    torch.save(checkpoint, tmp_path / "without.ckpt")
+    _, update, drift = _fit_plain(tmp_path / "old", tiny_dir, lr=0.5, max_epochs=2, ckpt_path=tmp_path / "without.ckpt")
+    assert "unavailable" in update.last and not update.last["blocks"]
+    assert "unavailable" in drift.last and not drift.last["sets"]
+    assert RepresentationDrift.summary_lines("drift", drift.headline())[0].startswith(
+        "drift from the base (drift): not"
+    )

@@ -118,6 +118,10 @@ class RepresentationDrift(Measurement):
 
     @torch.no_grad()
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        if self.base is None and (self.first is not None or trainer.global_step > 0):
+            # Resumed from a checkpoint without this measurement's base vectors (one written before it was on):
+            # the model has trained, so its vectors now are not the base model's.
+            return {"unavailable": "no base vectors in the checkpoint it resumed from", "layers": [], "sets": {}}
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         if self.sample is None:
             self.sample = self._sample(trainer)
@@ -133,9 +137,6 @@ class RepresentationDrift(Measurement):
                 )
                 now[name] = rows.transpose(0, 1).contiguous()
         if self.base is None:
-            if self.first is not None:
-                # Resumed from a checkpoint written before this measurement kept its base vectors.
-                return {"unavailable": "no base vectors in the checkpoint", "layers": [], "sets": {}}
             self.base = now  # the baseline: the model is still the base model
         return drift_report(self.base, now)
 
@@ -183,10 +184,13 @@ class RepresentationDrift(Measurement):
                 "cka_min_layer": lowest,
                 "cos_min": min(entry["cos"], key=_sortable),
             }
-        return {"epoch": last["epoch"], "sets": sets, "wall_s": _mean_wall_s(self.timings)}
+        headline = {"epoch": last["epoch"], "sets": sets, "wall_s": _mean_wall_s(self.timings)}
+        return headline | ({"unavailable": last["unavailable"]} if "unavailable" in last else {})
 
     @classmethod
     def summary_lines(cls, key: str, headline: dict[str, Any]) -> list[str]:
+        if headline.get("unavailable"):
+            return [f"drift from the base ({key}): not measured, {headline['unavailable']}"]
         lines = [f"drift from the base ({key}), epoch {headline.get('epoch')}{_seconds(headline)}:"]
         for name, entry in headline.get("sets", {}).items():
             lines.append(

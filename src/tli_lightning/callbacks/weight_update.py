@@ -71,9 +71,11 @@ class WeightUpdateSpectrum(Measurement):
         if is_lora(model):
             return {"adaptation": "lora", **lora_update_report(model, self.spectrum_values)}
         if self.base is None:
-            if self.first is not None:
-                # Resumed from a checkpoint written before this measurement kept its base: nothing to subtract.
-                return {"adaptation": "full", "unavailable": "no base snapshot in the checkpoint", **aggregate([])}
+            if self.first is not None or trainer.global_step > 0:
+                # Resumed from a checkpoint without this measurement's base (one written before it was on): the
+                # weights have trained, so they are not the base to subtract.
+                unavailable = "no base snapshot in the checkpoint it resumed from"
+                return {"adaptation": "full", "unavailable": unavailable, **aggregate([])}
             self.base = snapshot_trained(model)  # the baseline: the model is still the base model
         return {"adaptation": "full", **full_update_report(model, self.base, self.spectrum_values)}
 
@@ -132,12 +134,12 @@ class WeightUpdateSpectrum(Measurement):
                 for b in last["blocks"]
             },
             "wall_s": _mean_wall_s(self.timings),
-        }
+        } | ({"unavailable": last["unavailable"]} if "unavailable" in last else {})
 
     @classmethod
     def summary_lines(cls, key: str, headline: dict[str, Any]) -> list[str]:
         if not headline.get("matrices"):
-            return [f"weight update ({key}): no adapted matrix measured"]
+            return [f"weight update ({key}): not measured, {headline.get('unavailable') or 'no adapted matrix'}"]
         return [
             f"weight update ({key}, {headline['adaptation']}, {headline['matrices']} matrices, epoch "
             f"{headline.get('epoch')}): relative norm "
