@@ -116,7 +116,7 @@ def aggregate(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "matrices": entries,
         "blocks": [_group(groups[b], b) for b in order],
-        "total": _group(entries, None) if entries else None,
+        "total": _total(entries) if entries else None,
         "spectrum": normalised_spectrum(entries),
         "effective_rank_mass": EFFECTIVE_RANK_MASS,
     }
@@ -135,6 +135,12 @@ def _group(entries: list[dict[str, Any]], block: int | None) -> dict[str, Any]:
         "effective_rank_max": max(ranks),
         "spectral_norm_max": max(e["spectral_norm"] for e in entries),
     }
+
+
+def _total(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    total = _group(entries, None)
+    del total["block"], total["layer"]  # every matrix, not the layer-0 group
+    return total
 
 
 def normalised_spectrum(entries: list[dict[str, Any]]) -> list[float]:
