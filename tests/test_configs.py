@@ -208,6 +208,10 @@ def test_the_demo_grid_runs_every_arm_and_both_controls(tmp_path, tiny_dir):
     for name in report["figures"].values():
         for where in (grid, grid / "positive_control"):
             assert (where / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (where, name)
+    # Why, for every arm: the update's size and rank per block, and the drift curve at the final epoch.
+    assert set(report["why"]["weight_update"]) == set(report["why"]["drift"]) == set(report["arms"])
+    assert all(a["total"]["effective_rank_mean"]["mean"] > 0 for a in report["why"]["weight_update"].values())
+    assert "## Why: the weight update and each layer's drift" in md and "Described, not tested" in md
     # The negative control: a random model retrieves its control translations no better than before training.
     assert report["verdict"]["alignment"]["answer_gain"] in ("inconclusive", "not answerable", "no")
     # The positive control: the same recipe on a model with planted alignment finds it beyond chance.

@@ -33,6 +33,10 @@ def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
         assert torch.equal(final["state_dict"][name], tensor), name
     for name, state in expected["optimizer_states"][0]["state"].items():
         assert torch.equal(final["optimizer_states"][0]["state"][name]["exp_avg"], state["exp_avg"])
+    for key in ("weight_update", "drift"):  # their base (LoRA aside) came back from the checkpoint
+        for name in ("epoch_01", "epoch_02"):
+            a = json.loads((_run_dir(resumed_root) / key / f"{name}.json").read_text())
+            assert a == json.loads((_run_dir(reference_root) / key / f"{name}.json").read_text()), (key, name)
     got, want = scalars(_run_dir(resumed_root)), scalars(_run_dir(reference_root))
     # Every training step logged once, with the same loss: no batch skipped or repeated.
     assert got["train/loss_step"] == want["train/loss_step"]

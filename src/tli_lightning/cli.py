@@ -79,6 +79,8 @@ DEFAULT_CALLBACKS = [
     _component("tli_lightning.callbacks.LayerwiseAlignment"),
     _component("tli_lightning.callbacks.ZeroShotRetention"),
     _component("tli_lightning.callbacks.LanguageModelRetention"),
+    _component("tli_lightning.callbacks.WeightUpdateSpectrum"),  # off: --measure.weight_update false
+    _component("tli_lightning.callbacks.RepresentationDrift"),  # off: --measure.drift false
     # After the evaluations: each adapter's card carries that epoch's numbers.
     _component("tli_lightning.callbacks.AdapterExport"),
 ]
@@ -172,6 +174,9 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
                     "trainer.callbacks": DEFAULT_CALLBACKS,
                 }
             )
+            from tli_lightning.switches import add_switches
+
+            add_switches(parser)
 
         def parse_arguments(self, parser, args) -> None:
             super().parse_arguments(parser, args)
@@ -194,6 +199,9 @@ def _lightning_cli(args: list[str], session: _Session) -> None:
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand]
+            from tli_lightning.switches import apply_switches
+
+            apply_switches(config)
             _check_callbacks(config)
             _add_progress_bar(config)
             if self.subcommand != "fit":

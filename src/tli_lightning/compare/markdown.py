@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tli_lightning.compare._shared import FIGURES, PAPER_LAYER, SETS, _fmt, _p, _spread
+from tli_lightning.compare.why import why_markdown
 from tli_lightning.layers import LAYERS_NOTE
 
 
@@ -536,6 +537,7 @@ def format_markdown(report: dict[str, Any]) -> str:
             + [_spread(a["retention_mean"], sign=False)]
         )
     lines += _table(header, rows)
+    lines += why_markdown(report)
 
     lines += _cost_lines(runs, labels)
     lines += [
