@@ -15,9 +15,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from tli_lightning.errors import RunInterrupted, TLIError, usage_error
+from tli_lightning.errors import RunInterrupted, TLIError
 from tli_lightning.layers import LAYERS_NOTE
 from tli_lightning.threads import apply_thread_defaults
 

@@ -42,7 +42,6 @@ from tli_lightning.layers import LAYERS_NOTE
 from tli_lightning.module import TLIModule
 
 
-
 class TLIArgumentParser(LightningArgumentParser):
     """Lightning's parser, reporting a mistake as one ``error:`` line."""
 
