@@ -50,8 +50,9 @@ SUBCOMMAND_HELP = {
     "scan": "Per-layer alignment of translation pairs, no training (a model, or an adapter on its base).",
     "zeroshot": "Zero-shot XNLI exactly as lm-evaluation-harness, one JSON line per example.",
     "compare": "Runs side by side: alignment, XNLI retention, paired statistics, a verdict (report.md).",
+    "grid": "Arms x seeds x learning rates, each a fit: a SLURM job array (--submit slurm) or here (local).",
 }
-COMMANDS = ("fit", "validate", "test", *MEASURE_COMMANDS)
+COMMANDS = ("fit", "validate", "test", *MEASURE_COMMANDS, "grid")
 # `fit --help` shows these groups (ours first); `fit --help-all` adds the Trainer's ~370 lines after them.
 SHORT_HELP_TRAINER = (
     "--trainer.max_epochs",
@@ -109,6 +110,10 @@ def _configure_logging() -> None:
     # Lightning's advert for its cloud logger, on every Trainer.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
+    )
+    # Under SLURM: ExactResume's SIGUSR1 handler replaces Lightning's requeue (tli_lightning.slurm), not "enabled".
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(
+        lambda record: "auto-requeueing enabled" not in record.getMessage()
     )
     # Deprecations inside transformers/PEFT/Lightning that users cannot act on.
     for message in (
@@ -574,7 +579,11 @@ def main(argv: list[str] | None = None, cli_class: type | None = None) -> None:
             raise TLIError(
                 f"unknown command {argv[0]!r}; the commands are {', '.join(COMMANDS)} (python -m tli_lightning --help)"
             )
-        if argv and argv[0] in MEASURE_COMMANDS:
+        if argv and argv[0] == "grid":
+            from tli_lightning.grid import main as grid
+
+            grid(argv[1:])
+        elif argv and argv[0] in MEASURE_COMMANDS:
             from tli_lightning.commands import run_command
 
             run_command(argv[0], argv[1:])
