@@ -67,7 +67,10 @@ def _job_output(root: Path, call: dict) -> str:
 
 
 def _assert_same_training(reference: Path, other: Path, atol: float) -> None:
-    first, second = load(reference / RUN / "last.ckpt"), load(other / RUN / "last.ckpt")
+    first, second = (
+        load(reference / "checkpoints" / "demo" / "version_0" / "last.ckpt"),
+        load(other / RUN / "last.ckpt"),
+    )
     assert first["global_step"] == second["global_step"] == 4
     assert first["state_dict"].keys() == second["state_dict"].keys()
     for name, tensor in first["state_dict"].items():

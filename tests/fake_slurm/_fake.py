@@ -2,9 +2,10 @@
 
 State in ``$FAKE_SLURM_DIR``: ``calls.jsonl`` (every call), ``job_<key>_<restart>.out`` (each job's output),
 ``requeue/<key>`` (asked by ``scontrol requeue``; the fake ``sbatch`` then runs the job again with
-``SLURM_RESTART_COUNT`` + 1, as SLURM starts a requeued job). ``sbatch`` runs the job (each array task in
-turn) before returning, so a test sees it finished. Job ids start at ``$FAKE_SLURM_FIRST_JOB`` (Lightning's
-port under SLURM is 15000 + the id's last 4 digits: tests running at once pick different ones).
+``SLURM_RESTART_COUNT`` + 1, as SLURM starts a requeued job). ``sbatch`` runs the job (array tasks
+``$FAKE_SLURM_PARALLEL`` at a time, default 2) before returning, so a test sees it finished. Job ids start
+at ``$FAKE_SLURM_FIRST_JOB`` (Lightning's port under SLURM is 15000 + the id's last 4 digits: tests running
+at once pick different ones).
 """
 
 from __future__ import annotations
@@ -16,15 +17,20 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 STATE = Path(os.environ.get("FAKE_SLURM_DIR", "fake_slurm_state"))
 MAX_RESTARTS = 5
 
 
+_LOCK = threading.Lock()
+
+
 def record(command: str, args: list[str], **extra) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
-    with open(STATE / "calls.jsonl", "a", encoding="utf-8") as calls:
+    with _LOCK, open(STATE / "calls.jsonl", "a", encoding="utf-8") as calls:
         calls.write(json.dumps({"command": command, "args": args, **extra}) + "\n")
 
 
@@ -77,7 +83,8 @@ def sbatch(argv: list[str]) -> int:
     job = _next_job_id(len(tasks))
     nodes = int(settings.get("nodes", "1"))
     per_node = settings.get("ntasks-per-node")
-    for task in tasks:
+
+    def run(task: int | None) -> None:
         key = f"{job}_{task}" if task is not None else str(job)
         env = {
             **os.environ,
@@ -104,6 +111,10 @@ def sbatch(argv: list[str]) -> int:
             if not asked.exists():
                 break
             asked.unlink()
+
+    # Array tasks run at once, as on a cluster (FAKE_SLURM_PARALLEL at a time, default 2).
+    with ThreadPoolExecutor(int(os.environ.get("FAKE_SLURM_PARALLEL", "2"))) as pool:
+        list(pool.map(run, tasks))
     print(job if "parsable" in options else f"Submitted batch job {job}")
     return 0
 
