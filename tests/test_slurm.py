@@ -85,13 +85,22 @@ def _assert_same_training(reference: Path, other: Path, atol: float) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """One process, 2 batches per step, never interrupted: what every run below must train."""
+    """One process, 2 batches per step, never interrupted: what every run below must train. Without a logger
+    (which changes nothing in training; its run is then logs/demo/version_0)."""
     root = tmp_path_factory.mktemp("reference")
-    result = cli(
-        ["fit", "--config", str(ARM), *COMMON, "--trainer.devices=1", "--trainer.accumulate_grad_batches=2"], root
-    )
+    single = ["--trainer.devices=1", "--trainer.accumulate_grad_batches=2", "--trainer.logger=false"]
+    result = cli(["fit", "--config", str(ARM), *COMMON, *single], root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root
+
+
+@pytest.mark.slow
+def test_a_run_without_a_logger_keeps_its_directories_and_checkpoints_without_event_files(reference):
+    run = reference / "logs" / "demo" / "version_0"
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert (run / "config.yaml").is_file() and (run / "alignment" / "epoch_01.json").is_file()
+    assert (reference / "checkpoints" / "demo" / "version_0" / "last.ckpt").is_file()
+    assert not list(reference.rglob("events.out.tfevents*")) and not (reference / "lightning_logs").exists()
 
 
 @pytest.mark.slow
