@@ -207,7 +207,8 @@ def submit(script: Path, sbatch_args: list[str]) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(
         prog="python -m tli_lightning grid",
-        description=__doc__.split("\n\n")[0] + " Fit options after `--` go to every run.",
+        description="Arms x seeds x learning rates, each a normal fit in its own run directory: a SLURM job array "
+        "(--submit slurm) or here (--submit local). Fit options after `--` go to every run.",
         epilog="Runs and reports go under --output; compare them with the command printed at the end.",
     )
     parser.add_argument(
@@ -226,7 +227,10 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, metavar="N", help="runs at a time (local: default 1; slurm: the array's %%N throttle)"
     )
     parser.add_argument(
-        "--sbatch-args", default="", metavar="ARGS", help='options for sbatch, e.g. "--partition=gpu --time=4:00:00"'
+        "--sbatch-args",
+        default="",
+        metavar="ARGS",
+        help='options for sbatch, after an =: --sbatch-args="--partition=gpu --time=4:00:00"',
     )
     parser.add_argument("--dry-run", action="store_true", help="write grid.sbatch (slurm) or list the runs; run none")
     return parser
