@@ -80,7 +80,7 @@ def main() -> None:
     # Zero-shot XNLI, each language in full.
     result["xnli"] = {}
     for language in ("sw", "en"):
-        examples = load_xnli(args.xnli, language)[: args.xnli_limit]
+        examples = load_xnli(args.xnli, language)[: args.reasoning_limit]
         texts = [" " + c for e in examples for c in candidates(e, candidate_templates(language))]
         tokens = sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
         if args.device == "cuda":

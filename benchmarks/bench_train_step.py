@@ -256,7 +256,7 @@ def lightning_step(directory: Path, device: str, steps: int) -> float:
         compute_dtype="bfloat16" if device == "cuda" else "float32",
         lora_dropout=0.0,
     )
-    trainer.fit(module, TLIDataModule(xnli_limit=3))
+    trainer.fit(module, TLIDataModule(reasoning_limit=3))
     gaps = [(b - a) * 1e3 for a, b in zip(clock.starts, clock.starts[1:])][5:]
     return statistics.median(gaps)
 

@@ -10,7 +10,7 @@ mkdir -p "$out/shots"
 python "$repo/tools/deep_tiny_model.py" "$out/deep_tiny" > /dev/null
 cd "$out"
 python -m tli_lightning fit --model.model_name_or_path "$out/deep_tiny" --trainer.max_epochs 2 \
-    --trainer.limit_train_batches 5 --data.xnli_limit 6 --trainer.logger.name deep --trainer.enable_progress_bar false
+    --trainer.limit_train_batches 5 --data.reasoning_limit 6 --trainer.logger.name deep --trainer.enable_progress_bar false
 port=6123
 tensorboard --logdir logs --host 127.0.0.1 --port "$port" > tensorboard.log 2>&1 &
 board=$!

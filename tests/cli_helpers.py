@@ -19,7 +19,7 @@ QUICK = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
     "--trainer.log_every_n_steps=1",
-    "--data.xnli_limit=6",
+    "--data.reasoning_limit=6",
 ]
 # Trainable tensors of each shipped arm on the tiny model (4 blocks of 7 linear layers and 2 norms): what each
 # recipe says it trains, counted independently of the code that selects them.
@@ -35,7 +35,7 @@ ON_TINY = [
     "--model.model_name_or_path=tiny",
     "--data.lexicon_path=demo",
     "--data.control_path=demo",
-    "--data.xnli_source=demo",
+    "--data.reasoning_tasks=null",  # the bundled demo examples of each task
 ]
 
 
@@ -64,7 +64,7 @@ def fit_probed(configs: list[Path], root: Path, extra: list[str] = ()) -> tuple[
             *ON_TINY,
             *QUICK,
             *extra,
-            "--data.xnli_limit=3",
+            "--data.reasoning_limit=3",
             "--trainer.max_steps=3",
             "--trainer.callbacks+=probes.ArmProbe",
             f"--trainer.callbacks.report={probe}",

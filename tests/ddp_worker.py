@@ -19,7 +19,7 @@ if __name__ == "__main__":
         strategy="ddp" if devices > 1 else "auto",
         callbacks=[
             LayerwiseAlignment(pair_sets=PAIRS, progress=False),
-            ZeroShotRetention(examples=_xnli(), progress=False),
+            ZeroShotRetention(tasks=_xnli(), progress=False),
         ],
         logger=TensorBoardLogger(out, name=f"d{devices}"),
         enable_progress_bar=False,

@@ -12,7 +12,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tli_lightning.callbacks import LayerwiseAlignment, ZeroShotRetention
+from tli_lightning.callbacks import LanguageModelRetention, LayerwiseAlignment, ZeroShotRetention
+from tli_lightning.tasks import load_examples
 from tli_lightning.tiny_model import demo_data_path
 from tli_lightning.xnli import read_xnli_file
 from tli_lightning.zeroshot import score_xnli
@@ -46,7 +47,7 @@ class PlainLM(L.LightningModule):
 
 
 def _xnli(n=7):
-    return {"sw": read_xnli_file(demo_data_path("xnli_sw.jsonl"))[:n]}
+    return {"xnli_sw": load_examples("xnli_sw", "demo")[:n]}
 
 
 def _fit(tmp_path, module, callbacks, max_epochs=2):
@@ -69,17 +70,28 @@ def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
     # evaluation itself (dropout left on, state leaking from one evaluation into the next): retention exactly 1.
     module = PlainLM(str(tiny_dir), lr=0.0)
     alignment = LayerwiseAlignment(pair_sets=PAIRS, progress=False)
-    retention = ZeroShotRetention(examples=_xnli(), progress=False)
-    trainer = _fit(tmp_path, module, [alignment, retention])
+    retention = ZeroShotRetention(tasks=_xnli(), progress=False)
+    texts = LanguageModelRetention(texts={"sw": ["Watoto walikwenda shule.", "Mvua inanyesha leo."]}, progress=False)
+    trainer = _fit(tmp_path, module, [alignment, retention, texts])
 
     run = tmp_path / "run" / "version_0"
     assert sorted(p.name for p in (run / "alignment").iterdir()) == ["baseline.json", "epoch_01.json", "epoch_02.json"]
-    baseline = json.loads((run / "xnli" / "baseline.json").read_text())
-    direct = score_xnli(module.model, module.tokenizer, _xnli()["sw"], "sw")
+    baseline = json.loads((run / "reasoning" / "baseline.json").read_text())
+    assert baseline["measurement"] == "multiple_choice" and baseline["key"] == "reasoning"
+    direct = score_xnli(module.model, module.tokenizer, read_xnli_file(demo_data_path("xnli_sw.jsonl"))[:7], "sw")
     torch.testing.assert_close(
-        torch.tensor(baseline["languages"]["sw"]["loglikelihoods"], dtype=torch.float64), direct, atol=1e-4, rtol=0
+        torch.tensor(baseline["tasks"]["xnli_sw"]["loglikelihoods"], dtype=torch.float64), direct, atol=1e-4, rtol=0
     )
-    assert trainer.callback_metrics["xnli/sw/retention"].item() == pytest.approx(1.0)
+    assert trainer.callback_metrics["reasoning/xnli_sw/retention"].item() == pytest.approx(1.0)
+    # Held-out text: the model's own loss on each text (mean token NLL given BOS), unchanged at learning rate 0.
+    lm = json.loads((run / "lm" / "epoch_02.json").read_text())["languages"]["sw"]
+    ids = module.tokenizer(["Mvua inanyesha leo."], return_tensors="pt")["input_ids"]  # BOS + the text
+    with torch.no_grad():
+        loss = module.model.eval()(input_ids=ids, labels=ids).loss.item()
+    assert lm["per_text_loglikelihood"][1] / lm["per_text_tokens"][1] == pytest.approx(-loss, abs=1e-5)
+    assert trainer.callback_metrics["lm/sw/perplexity"].item() == pytest.approx(
+        texts.first["languages"]["sw"]["perplexity"]
+    )
     # A module without `target_layer`: the final layer's scalars only (every layer is in the JSON).
     assert "align/control/gap/layer_04" in trainer.callback_metrics
     assert "align/control/gap/layer_02" not in trainer.callback_metrics
@@ -90,15 +102,30 @@ def test_reuse_in_a_plain_lightning_module(tmp_path, tiny_dir):
     assert [h["epoch"] for h in retention.history] == [0, 1, 2]
 
 
+def test_two_instances_of_a_measurement_coexist_and_resume_their_own_state(tmp_path, tiny_dir):
+    # Two task lists under two keys: two folders, two sets of scalars, two states in the checkpoint.
+    first = ZeroShotRetention(tasks=_xnli(3), progress=False, key="reasoning")
+    second = ZeroShotRetention(tasks={"xnli_en": load_examples("xnli_en", "demo")[:4]}, progress=False, key="english")
+    trainer = _fit(tmp_path, PlainLM(str(tiny_dir)), [first, second], max_epochs=1)
+    run = tmp_path / "run" / "version_0"
+    assert (run / "reasoning" / "epoch_01.json").is_file() and (run / "english" / "epoch_01.json").is_file()
+    assert {"reasoning/xnli_sw/acc", "english/xnli_en/acc"} <= set(trainer.callback_metrics)
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    states = torch.load(tmp_path / "c.ckpt", weights_only=False)["callbacks"]
+    restored = ZeroShotRetention(key="english")
+    restored.load_state_dict(states[restored.state_key])
+    assert restored.first == second.first and restored.first["tasks"]["xnli_en"]["n"] == 4
+
+
 def test_state_survives_a_checkpoint(tmp_path, tiny_dir):
     alignment = LayerwiseAlignment(pair_sets=PAIRS, progress=False)
-    retention = ZeroShotRetention(examples=_xnli(), progress=False)
+    retention = ZeroShotRetention(tasks=_xnli(), progress=False)
     trainer = _fit(tmp_path, PlainLM(str(tiny_dir)), [alignment, retention], max_epochs=1)
     trainer.save_checkpoint(tmp_path / "c.ckpt")
     checkpoint = torch.load(tmp_path / "c.ckpt", weights_only=False)
-    fresh_alignment, fresh_retention = LayerwiseAlignment(pair_sets=PAIRS), ZeroShotRetention(examples=_xnli())
-    fresh_alignment.load_state_dict(checkpoint["callbacks"]["LayerwiseAlignment"])
-    fresh_retention.load_state_dict(checkpoint["callbacks"]["ZeroShotRetention"])
+    fresh_alignment, fresh_retention = LayerwiseAlignment(pair_sets=PAIRS), ZeroShotRetention(tasks=_xnli())
+    fresh_alignment.load_state_dict(checkpoint["callbacks"][fresh_alignment.state_key])
+    fresh_retention.load_state_dict(checkpoint["callbacks"][fresh_retention.state_key])
     assert fresh_alignment.baseline == alignment.baseline and fresh_retention.baseline == retention.baseline
 
 
@@ -126,7 +153,7 @@ def test_ddp_splits_the_work_and_gathers_every_example_once(tmp_path, tiny_dir):
     def read(devices, what):
         return json.loads((tmp_path / f"d{devices}" / "version_0" / what / "baseline.json").read_text())
 
-    single, double = read(1, "xnli")["languages"]["sw"], read(2, "xnli")["languages"]["sw"]
+    single, double = read(1, "reasoning")["tasks"]["xnli_sw"], read(2, "reasoning")["tasks"]["xnli_sw"]
     assert double["labels"] == single["labels"] and len(double["labels"]) == 7
     torch.testing.assert_close(
         torch.tensor(double["loglikelihoods"]), torch.tensor(single["loglikelihoods"]), atol=1e-4, rtol=0

@@ -37,7 +37,8 @@ def _xnli(tmp: Path, row: dict) -> list[str]:
     lines = [json.dumps(XNLI_ROW), json.dumps(row)]
     _write(tmp / "x_sw.jsonl", "\n".join(lines) + "\n")
     _write(tmp / "x_en.jsonl", "\n".join([json.dumps(XNLI_ROW)] * 2) + "\n")
-    return ["--data.xnli_source", str(tmp / "x_{lang}.jsonl")]
+    tasks = [{"task": f"xnli_{lang}", "path": str(tmp / f"x_{lang}.jsonl")} for lang in ("sw", "en")]
+    return ["--data.reasoning_tasks", json.dumps(tasks)]
 
 
 def _lexicon(tmp: Path, body: str | bytes) -> list[str]:
@@ -90,13 +91,16 @@ BAD_INPUT = {
     ),
     "label_true": (lambda t: _xnli(t, {**XNLI_ROW, "label": True}), "got True"),
     "label_text_in_json": (lambda t: _xnli(t, {**XNLI_ROW, "label": "1"}), "x_sw.jsonl:2: label must be 0"),
-    "xnli_missing": (lambda t: ["--data.xnli_source", str(t / "none_{lang}.jsonl")], "XNLI file not found"),
-    "xnli_limit_negative": (
-        lambda t: ["--data.xnli_limit", "-5"],
-        "xnli_limit must be at least 1 (or null for every example), got -5",
+    "xnli_missing": (
+        lambda t: ["--data.reasoning_tasks", json.dumps([{"task": "xnli_sw", "path": str(t / "none_sw.jsonl")}])],
+        "none_sw.jsonl",
     ),
-    "xnli_limit_zero": (lambda t: ["--data.xnli_limit", "0"], "xnli_limit must be at least 1"),
-    "unknown_language": (lambda t: ["--data.xnli_languages", "[xx]"], "no lm-eval XNLI verbalizers for language 'xx'"),
+    "reasoning_limit_negative": (
+        lambda t: ["--data.reasoning_limit", "-5"],
+        "a reasoning task's limit must be at least 1 (or null for every example), got -5",
+    ),
+    "reasoning_limit_zero": (lambda t: ["--data.reasoning_limit", "0"], "limit must be at least 1"),
+    "unknown_task": (lambda t: ["--data.reasoning_tasks", "[{task: xnli_xx}]"], "unknown task 'xnli_xx'"),
     "batch_of_one": (lambda t: ["--data.batch_size", "1"], "batch_size must be at least 2"),
     "lora_rank_zero": (lambda t: ["--model.lora_r", "0"], "lora_r must be at least 1, got 0"),
     "full_on_4bit": (lambda t: ["--model.adaptation", "full"], "adaptation 'full' trains the weights themselves"),
@@ -250,13 +254,14 @@ def test_the_demo_trains_measures_and_keeps_adapter_only_checkpoints(demo_run, t
     epoch_loss = [v for _, v in series["train/loss_epoch"]]
     assert len(epoch_loss) == 5 and epoch_loss[-1] < epoch_loss[0]  # the loss falls
     assert series["val/pos_sim"][-1][1] > series["val/pos_sim"][0][1]  # positive similarity rises
-    assert len(series["xnli/sw/acc"]) == 6 and len(series["align/control/gap/layer_02"]) == 6  # baseline + 5 epochs
-    assert {"align/per_layer", "xnli/accuracy"} <= set(image_tags(run))
+    assert len(series["reasoning/xnli_sw/acc"]) == 6 and len(series["align/control/gap/layer_02"]) == 6  # + baseline
+    assert len(series["reasoning/xcopa_sw/acc"]) == 6 and len(series["lm/sw/token_loglikelihood"]) == 6
+    assert {"alignment/per_layer", "reasoning/accuracy"} <= set(image_tags(run))
     assert any(tag.startswith("hparams/") for tag in series)  # the HPARAMS tab's metrics
     summary = json.loads((run / "summary.json").read_text())
-    xnli = json.loads((run / "xnli" / "epoch_05.json").read_text())["languages"]["sw"]
+    xnli = json.loads((run / "reasoning" / "epoch_05.json").read_text())["tasks"]["xnli_sw"]
     assert (
-        summary["xnli"]["languages"]["sw"]["acc"][1] == xnli["correct"] / xnli["n"] == xnli["acc"]
+        summary["measurements"]["reasoning"]["tasks"]["xnli_sw"]["acc"][1] == xnli["correct"] / xnli["n"] == xnli["acc"]
     )  # an exact fraction
     assert len(list((run / "figures").glob("*.png"))) == 12 and (run / "config.yaml").is_file()
     # Per-layer scalars for the target and the final layer only; every layer is in the JSON and the figure.
@@ -375,7 +380,14 @@ def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
         extra += ["--trainer.logger+=lightning.pytorch.loggers.MLFlowLogger"]
         extra += [f"--trainer.logger.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     result = cli(
-        ["fit", *QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--data.xnli_limit=3", *extra],
+        [
+            "fit",
+            *QUICK,
+            "--trainer.max_epochs=1",
+            "--trainer.limit_train_batches=2",
+            "--data.reasoning_limit=3",
+            *extra,
+        ],
         tmp_path,
         env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
@@ -383,7 +395,7 @@ def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
     assert not (tmp_path / "elsewhere").exists() and sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["demo"]
     run = tmp_path / "logs" / "demo" / "version_0"
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"align/trained/gap/layer_02", "xnli/sw/acc", "hparams/xnli_sw_acc"} <= set(header)
+    assert {"align/trained/gap/layer_02", "reasoning/xnli_sw/acc", "hparams/xnli_sw_acc"} <= set(header)
     hparams = _tensorboard_hparams(run)
     assert "data/fingerprint/trained_pairs" in hparams and "model/lora_alpha" in hparams
     if wandb:
@@ -412,7 +424,7 @@ def test_adapters_are_measured_on_the_base_they_were_trained_on(demo_run, tmp_pa
     ):
         result = cli(["zeroshot", *base, *common, "--output", str(tmp_path / f"{name}.jsonl")], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
-        logged = json.loads((run / "xnli" / f"{name}.json").read_text())["languages"]["sw"]["loglikelihoods"]
+        logged = json.loads((run / "reasoning" / f"{name}.json").read_text())["tasks"]["xnli_sw"]["loglikelihoods"]
         scored = [json.loads(line)["loglikelihoods"] for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
         torch.testing.assert_close(torch.tensor(scored), torch.tensor(logged), atol=1e-6, rtol=0)
         settings = json.loads(result.stdout.strip().splitlines()[-1])["settings"]

@@ -22,7 +22,7 @@ QUICK_FIT = [
     "fit",
     "--trainer.max_epochs",
     "2",
-    "--data.xnli_limit",
+    "--data.reasoning_limit",
     "6",
     "--trainer.enable_progress_bar",
     "false",
@@ -44,7 +44,7 @@ OTHER_DATA = [
     "fit",
     "--trainer.max_epochs",
     "1",
-    "--data.xnli_limit",
+    "--data.reasoning_limit",
     "5",
     "--trainer.enable_progress_bar",
     "false",
@@ -100,7 +100,7 @@ def _logged(run_dir: Path) -> dict:
     return {
         "summary": json.loads((run_dir / "summary.json").read_text()),
         "alignment": (json.loads((run_dir / "alignment" / "baseline.json").read_text()), last("alignment")),
-        "xnli": (json.loads((run_dir / "xnli" / "baseline.json").read_text()), last("xnli")),
+        "reasoning": (json.loads((run_dir / "reasoning" / "baseline.json").read_text()), last("reasoning")),
     }
 
 
@@ -127,11 +127,11 @@ def test_the_tables_show_what_the_runs_logged(compared, runs_root):
     _, report, md = compared
     target_rows = {row["run"]: row for row in _table(md, "Alignment at the run's target layer")}
     final_rows = {row["run"]: row for row in _table(md, "Alignment at the final layer")}
-    xnli_rows = {row["run"]: row for row in _table(md, "Zero-shot XNLI")}
+    task_rows = {(row["run"], row["task"]): row for row in _table(md, "Zero-shot tasks")}
     run_rows = {row["run"]: row for row in _table(md, "Runs")}
     for run in report["runs"]:
         logged = _logged(runs_root / run["dir"])
-        (a0, a1), (x0, x1), summary = logged["alignment"], logged["xnli"], logged["summary"]
+        (a0, a1), (x0, x1), summary = logged["alignment"], logged["reasoning"], logged["summary"]
         label = f"{run['arm']}/version_{run['version']}"
         target, last = summary["target_layer"], a1["layers"][-1]
         assert (run["target_layer"], run["final_layer"]) == (target, last) == (2, 4)
@@ -149,18 +149,19 @@ def test_the_tables_show_what_the_runs_logged(compared, runs_root):
             assert rows[label]["trained cos"] == f"{cos[0]:.4f} -> {cos[1]:.4f}"
         # The final control gap at layer 2, as the run itself summarised it.
         assert (
-            run["alignment"]["target"]["control"]["gap"][1] == summary["alignment"]["layers"]["2"]["control"]["gap"][1]
+            run["alignment"]["target"]["control"]["gap"][1]
+            == summary["measurements"]["alignment"]["layers"]["2"]["control"]["gap"][1]
         )
-        for lang in ("sw", "en"):
-            acc = [x0["languages"][lang]["acc"], x1["languages"][lang]["acc"]]
-            assert run["xnli"][lang]["acc"] == acc == summary["xnli"]["languages"][lang]["acc"]
-            assert xnli_rows[label][f"{lang} acc"] == f"{acc[0]:.4f} -> {acc[1]:.4f}"
-            correct = [x0["languages"][lang]["correct"], x1["languages"][lang]["correct"]]
-            mcnemar = run["xnli"][lang]["mcnemar"]
+        assert list(run["reasoning"]) == ["xnli_sw", "xnli_en", "xcopa_sw", "xstorycloze_sw"]
+        for task in run["reasoning"]:
+            acc = [x0["tasks"][task]["acc"], x1["tasks"][task]["acc"]]
+            assert run["reasoning"][task]["acc"] == acc == summary["measurements"]["reasoning"]["tasks"][task]["acc"]
+            assert task_rows[label, task]["acc"] == f"{acc[0]:.4f} -> {acc[1]:.4f}"
+            correct = [x0["tasks"][task]["correct"], x1["tasks"][task]["correct"]]
+            mcnemar = run["reasoning"][task]["mcnemar"]
             assert [mcnemar["baseline_correct"], mcnemar["final_correct"]] == correct
             before, after = (
-                np.argmax(x["languages"][lang]["loglikelihoods"], axis=1) == x["languages"][lang]["labels"]
-                for x in (x0, x1)
+                np.argmax(x["tasks"][task]["loglikelihoods"], axis=1) == x["tasks"][task]["labels"] for x in (x0, x1)
             )
             lost, gained = int(np.sum(before & ~after)), int(np.sum(~before & after))
             expected = sp.binomtest(gained, lost + gained).pvalue if lost + gained else 1.0
@@ -249,7 +250,7 @@ def test_incomplete_and_unfinished_runs(runs_root, tmp_path):
     # Copies of a real run's JSON files, altered the way an interrupted or truncated run leaves them.
     source = runs_root / "logs" / "demo" / "version_0"
     copy = tmp_path / "logs" / "demo" / "version_5"
-    for relative in ("summary.json", "alignment", "xnli"):
+    for relative in ("summary.json", "alignment", "reasoning", "lm"):
         target = copy / relative
         if (source / relative).is_dir():
             shutil.copytree(source / relative, target, ignore=shutil.ignore_patterns("*.png"))
@@ -261,9 +262,9 @@ def test_incomplete_and_unfinished_runs(runs_root, tmp_path):
     (copy / "summary.json").write_text(json.dumps(summary))
     report = build_report([copy], resamples=200)
     assert any("interrupted" in w and str(copy) in w for w in report["warnings"])
-    for epoch_file in (copy / "xnli").glob("epoch_*.json"):
+    for epoch_file in (copy / "reasoning").glob("epoch_*.json"):
         epoch_file.unlink()
-    with pytest.raises(TLIError, match=r"version_5: cannot compare this run: missing xnli/epoch_NN.json"):
+    with pytest.raises(TLIError, match=r"version_5: cannot compare this run: missing reasoning/epoch_NN.json"):
         build_report([copy])
     with pytest.raises(TLIError, match="at least one run"):
         compare(["--output", str(tmp_path / "out")])
@@ -301,16 +302,19 @@ def _fake_run(
     model: dict | None = None,
     status: str = "finished",
     evaluated: bool = True,
+    legacy: bool = False,
+    texts: dict[str, tuple[float, float]] | None = None,
     hits: dict[str, tuple[int, int]] | None = None,
     examples: int = EXAMPLES,
 ) -> Path:
     """``logs/<arm>/version_<n>``; ``correct``: XNLI examples right (baseline, final) per language; ``hits``: control
     and trained queries retrieved first (baseline, final); ``evaluated=False``: a run that stopped before its first
-    epoch's evaluation."""
+    epoch's evaluation; ``legacy``: the files of tli_lightning 0.2 (``xnli/`` per language, no kinds); ``texts``:
+    each held-out text's mean token log-likelihood (baseline, final) per language, for ``lm/``."""
     hits = {"trained": (2, 2), "control": (2, 2), **(hits or {})}
     run = logs / arm / f"version_{version}"
     model = {"adaptation": "lora", "adapt_layers": None, "target_layer": 2, **(model or {})}
-    correct = correct or {"sw": (10, 10), "en": (10, 10)}
+    correct = correct or {"xnli_sw": (10, 10), "xnli_en": (10, 10)}
     rng = np.random.default_rng(seed)
     labels = [i % 3 for i in range(examples)]
 
@@ -337,16 +341,17 @@ def _fake_run(
                 "per_query_rank": [[1 if i < hits[name][min(epoch, 1)] else 3] * len(LAYERS) for i in range(PAIRS)],
             }
             sets[name]["csls_p_at_1"] = [hits[name][min(epoch, 1)] / PAIRS] * len(LAYERS)
-        return {"layers": LAYERS, "epoch": epoch, "sets": sets, "pool": {"candidates": 2 * PAIRS, "k": 10}}
+        report = {"layers": LAYERS, "epoch": epoch, "sets": sets, "pool": {"candidates": 2 * PAIRS, "k": 10}}
+        return report if legacy else {"measurement": "alignment", "key": "alignment", **report}
 
     def xnli(epoch: int) -> dict:
         languages = {}
-        for lang, counts in correct.items():
+        for task, counts in correct.items():
             right, baseline = counts[min(epoch, 1)], counts[0] / examples
             # The first `right` examples score their label highest, the others the next label.
             predicted = [label if i < right else (label + 1) % 3 for i, label in enumerate(labels)]
             acc = right / examples
-            languages[lang] = {
+            languages[task] = {
                 "acc": acc,
                 "correct": right,
                 "n": examples,
@@ -354,7 +359,26 @@ def _fake_run(
                 "loglikelihoods": [[float(c == p) for c in range(3)] for p in predicted],
                 "retention": acc / baseline if baseline else None,  # undefined over a zero baseline: null
             }
-        return {"epoch": epoch, "languages": languages}
+        if legacy:
+            return {"epoch": epoch, "languages": {task.removeprefix("xnli_"): e for task, e in languages.items()}}
+        chance = {task: {"chance": 1 / 3, "language": task.split("_")[-1]} for task in languages}
+        tasks = {task: {**e, **chance[task]} for task, e in languages.items()}
+        return {"measurement": "multiple_choice", "key": "reasoning", "epoch": epoch, "tasks": tasks}
+
+    def lm(epoch: int) -> dict:
+        languages = {}
+        for lang, (before, after) in (texts or {}).items():
+            noise = np.random.default_rng([seed, len(arm)]).normal(0, 0.05, EXAMPLES)  # differs between arms
+            per_text = [before if epoch == 0 else after + noise[i] for i in range(EXAMPLES)]
+            languages[lang] = {
+                "token_loglikelihood": sum(per_text) / EXAMPLES,
+                "perplexity": float(np.exp(-sum(per_text) / EXAMPLES)),
+                "texts": EXAMPLES,
+                "tokens": 2 * EXAMPLES,
+                "per_text_loglikelihood": [2 * v for v in per_text],
+                "per_text_tokens": [2] * EXAMPLES,
+            }
+        return {"measurement": "lm_likelihood", "key": "lm", "epoch": epoch, "languages": languages}
 
     _write(
         run / "summary.json",
@@ -371,7 +395,8 @@ def _fake_run(
             "data": {"fingerprint": FINGERPRINT},
         },
     )
-    for kind, make in (("alignment", alignment), ("xnli", xnli)):
+    folders = [("alignment", alignment), ("xnli" if legacy else "reasoning", xnli)] + ([("lm", lm)] if texts else [])
+    for kind, make in folders:
         _write(run / kind / "baseline.json", make(0))
         if evaluated:
             _write(run / kind / "epoch_01.json", make(1))
@@ -392,13 +417,13 @@ def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
     logs = tmp_path / "logs"
     # Early-layer LoRA keeps its accuracy; full_early (5 seeds) loses much; full_all (2 seeds) loses some.
     for seed, final in enumerate([10, 11, 10, 9, 10]):
-        _fake_run(logs, "tli", seed, seed, correct={"sw": (10, final), "en": (12, 12)})
+        _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (10, final), "xnli_en": (12, 12)})
     for seed, final in enumerate([4, 5, 6, 5, 3]):
         _fake_run(
-            logs, "full_early", seed, seed, correct={"sw": (10, final), "en": (12, 5)}, model={"adaptation": "full"}
+            logs, "full_early", seed, seed, correct={"xnli_sw": (10, final), "xnli_en": (12, 5)}, model={"adaptation": "full"}
         )
     for seed, final in enumerate([7, 8]):
-        _fake_run(logs, "full_all", seed, seed, correct={"sw": (10, final), "en": (12, 12)}, model=FULL_ALL)
+        _fake_run(logs, "full_all", seed, seed, correct={"xnli_sw": (10, final), "xnli_en": (12, 12)}, model=FULL_ALL)
     report = build_report([logs / "tli", logs / "full_early", logs / "full_all"], resamples=2000)
     retention = report["verdict"]["retention"]
     by_full = {c["full"]: c for c in retention["comparisons"]}
@@ -407,15 +432,15 @@ def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
         ("tli", "full_all"),
     ]
     early = by_full["full_early"]
-    sw = early["per_language"]["sw"]["difference"]
+    sw = early["per_task"]["xnli_sw"]["difference"]
     # The effect: mean accuracy change of tli's runs minus full_early's, per language and pooled over examples.
     assert sw["estimate"] == pytest.approx((10 - 10) / EXAMPLES - (np.mean([4, 5, 6, 5, 3]) - 10) / EXAMPLES)
-    pooled = early["per_language"]["pooled"]["difference"]
+    pooled = early["per_task"]["pooled"]["difference"]
     assert pooled["estimate"] == pytest.approx((sw["estimate"] + (0 - (5 - 12) / EXAMPLES)) / 2)
     assert sw["paired"] and sw["runs"] == [5, 5]
-    assert early["answer"] == "yes" and early["per_language"]["sw"]["answer"] == "yes"
-    assert early["per_language"]["en"]["answer"] == "yes"
-    assert "kept more XNLI accuracy than full_early in every language" in early["words"]
+    assert early["answer"] == "yes" and early["per_task"]["xnli_sw"]["answer"] == "yes"
+    assert early["per_task"]["xnli_en"]["answer"] == "yes"
+    assert "kept more zero-shot accuracy than full_early in every task" in early["words"]
     assert by_full["full_all"]["answer"] == "not answerable"  # 2 seeds: the rule applies to this pair alone
     assert "fewer than 5 distinct seeds per arm (full_all: 2)" in by_full["full_all"]["words"]
     assert by_full["full_all"]["full_kind"] == "full fine-tuning, whole model: embeddings + blocks 0-3 + final norm"
@@ -432,10 +457,10 @@ def _retention_answer(tmp_path, lora_finals, full_finals, *, baseline, examples,
     """The verdict of one comparison: sw accuracy (baseline -> each seed's final) for early-layer LoRA and full."""
     logs = tmp_path / "logs"
     for seed, final in enumerate(lora_finals):
-        _fake_run(logs, "tli", seed, seed, correct={"sw": (baseline, final)}, examples=examples)
+        _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (baseline, final)}, examples=examples)
     for seed, final in enumerate(full_finals):
         _fake_run(
-            logs, "full", seed, seed, correct={"sw": (baseline, final)}, model={"adaptation": "full"}, examples=examples
+            logs, "full", seed, seed, correct={"xnli_sw": (baseline, final)}, model={"adaptation": "full"}, examples=examples
         )
     report = build_report([logs / "tli", logs / "full"], resamples=2000, min_seeds=min_seeds)
     [comparison] = report["verdict"]["retention"]["comparisons"]
@@ -446,19 +471,19 @@ def test_five_seeds_one_example_apart_in_sixty_is_inconclusive_not_yes(tmp_path)
     # The review's case: Welch's t-test on per-seed means called this "yes", p = 0.0007.
     c = _retention_answer(tmp_path, [21, 21, 22, 21, 21], [20, 20, 20, 21, 20], baseline=20, examples=60)
     assert c["answer"] == "inconclusive"
-    words = c["per_language"]["sw"]["words"]
+    words = c["per_task"]["xnli_sw"]["words"]
     assert "includes 0" in words and "would be detected" in words
-    d = c["per_language"]["sw"]["difference"]
+    d = c["per_task"]["xnli_sw"]["difference"]
     assert d["ci_low"] <= 0 < d["ci_high"] and d["estimate"] == pytest.approx(6 / 300 - 1 / 300)
 
 
 def test_a_consistent_ten_point_difference_on_500_examples_is_yes_and_its_mirror_is_no(tmp_path):
     lora, full = [250, 251, 249, 250, 252], [200, 198, 203, 201, 199]
     yes = _retention_answer(tmp_path / "a", lora, full, baseline=250, examples=500)
-    assert yes["answer"] == "yes" and yes["per_language"]["sw"]["difference"]["ci_low"] > 0.05
+    assert yes["answer"] == "yes" and yes["per_task"]["xnli_sw"]["difference"]["ci_low"] > 0.05
     no = _retention_answer(tmp_path / "b", full, lora, baseline=250, examples=500)
-    assert no["answer"] == "no" and no["per_language"]["sw"]["difference"]["ci_high"] < -0.05
-    assert "lies below 0" in no["words"] and "kept less XNLI accuracy" in no["words"]
+    assert no["answer"] == "no" and no["per_task"]["xnli_sw"]["difference"]["ci_high"] < -0.05
+    assert "lies below 0" in no["words"] and "kept less zero-shot accuracy" in no["words"]
     assert "includes 0" not in no["words"] and "detected" not in no["words"]
 
 
@@ -474,12 +499,61 @@ def test_retention_is_decided_per_language_first(tmp_path):
     logs = tmp_path / "logs"
     # Swahili: LoRA keeps what full fine-tuning loses; English: the other way round.
     for seed in range(5):
-        _fake_run(logs, "tli", seed, seed, correct={"sw": (10, 10), "en": (12, 5)})
-        _fake_run(logs, "full", seed, seed, correct={"sw": (10, 3), "en": (12, 12)}, model={"adaptation": "full"})
+        _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (10, 10), "xnli_en": (12, 5)})
+        _fake_run(logs, "full", seed, seed, correct={"xnli_sw": (10, 3), "xnli_en": (12, 12)}, model={"adaptation": "full"})
     [c] = build_report([logs / "tli", logs / "full"], resamples=2000)["verdict"]["retention"]["comparisons"]
-    assert (c["per_language"]["sw"]["answer"], c["per_language"]["en"]["answer"]) == ("yes", "no")
-    assert c["answer"] == "mixed" and "the languages answer sw yes, en no" in c["words"]
-    assert c["per_language"]["pooled"]["answer"] == "inconclusive"  # +0.35 - 0.35 = 0: pooling would hide both
+    assert (c["per_task"]["xnli_sw"]["answer"], c["per_task"]["xnli_en"]["answer"]) == ("yes", "no")
+    assert c["answer"] == "mixed" and "the tasks answer xnli_sw yes, xnli_en no" in c["words"]
+    assert c["per_task"]["pooled"]["answer"] == "inconclusive"  # +0.35 - 0.35 = 0: pooling would hide both
+
+
+def test_the_verdict_says_whether_the_tasks_agree_and_judges_held_out_text_by_the_same_rules(tmp_path):
+    logs = tmp_path / "logs"
+    # Full fine-tuning loses XNLI but not the second task: the tasks answer yes and inconclusive, so the comparison
+    # is inconclusive and says the tasks do not agree. Held-out text: full loses 0.5 nats per token, LoRA nothing.
+    for seed in range(5):
+        _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (10, 10), "xcopa_sw": (12, 12)}, texts={"sw": (-3, -3)})
+        _fake_run(
+            logs,
+            "full",
+            seed,
+            seed,
+            correct={"xnli_sw": (10, 3), "xcopa_sw": (12, 12)},
+            texts={"sw": (-3, -3.5)},
+            model={"adaptation": "full"},
+        )
+    report = build_report([logs / "tli", logs / "full"], resamples=400)
+    (c,) = report["verdict"]["retention"]["comparisons"]
+    assert (c["per_task"]["xnli_sw"]["answer"], c["per_task"]["xcopa_sw"]["answer"]) == ("yes", "not answerable")
+    # An unanswerable task does not outvote an answer, and is named.
+    assert c["answer"] == "yes" and "the tasks agree (1 of 2 not answerable: xcopa_sw)" in c["words"]
+    lm = c["lm"]["sw"]
+    assert lm["answer"] == "yes" and lm["difference"]["estimate"] == pytest.approx(0.5, abs=0.05)
+    assert abs(report["runs"][0]["lm"]["sw"]["change"]) < 0.05
+    for seed in range(5):  # now the second task goes the other way: LoRA loses it, full keeps it
+        _fake_run(logs, "tli2", seed, seed, correct={"xnli_sw": (10, 10), "xcopa_sw": (12, 5)})
+    report = build_report([logs / "tli2", logs / "full"], resamples=400)
+    (c,) = report["verdict"]["retention"]["comparisons"]
+    assert c["answer"] == "mixed" and "the tasks do not agree" in c["words"]
+    assert c["lm"] == {}  # tli2 measured no held-out text
+    md = format_markdown(build_report([logs / "tli", logs / "full"], resamples=50))
+    assert "## Held-out text, baseline -> final" in md and {r["task"] for r in _table(md, "Zero-shot tasks")} == {
+        "xnli_sw",
+        "xcopa_sw",
+    }
+
+
+def test_runs_written_before_the_measurement_seam_read_as_today(tmp_path):
+    # tli_lightning 0.2 wrote xnli/ per language without kinds: the same numbers give the same report.
+    for legacy, root in ((False, tmp_path / "new"), (True, tmp_path / "old")):
+        for seed in range(2):
+            _fake_run(root, "tli", seed, seed, correct={"xnli_sw": (10, 12), "xnli_en": (9, 8)}, legacy=legacy)
+    new, old = (build_report([tmp_path / name / "tli"], resamples=50, min_seeds=2) for name in ("new", "old"))
+    for key in ("reasoning", "tests"):
+        assert json.dumps(old["runs"][0][key], sort_keys=True) == json.dumps(new["runs"][0][key], sort_keys=True)
+    assert old["arms"]["tli"]["reasoning"] == new["arms"]["tli"]["reasoning"]
+    assert old["verdict"]["retention"] == new["verdict"]["retention"]
+    assert (tmp_path / "old" / "tli" / "version_0" / "xnli").is_dir()
 
 
 def test_the_alignment_verdict_answers_both_questions_from_the_primary_endpoint(tmp_path):
@@ -525,18 +599,18 @@ def test_the_confidence_level_sets_the_bootstrap_intervals(tmp_path):
 
 
 def test_an_undefined_retention_is_null_in_and_out(tmp_path):
-    run = _fake_run(tmp_path / "logs", "tli", 0, 0, correct={"sw": (0, 3), "en": (10, 12)})
-    assert '"retention": null' in (run / "xnli" / "epoch_01.json").read_text()
+    run = _fake_run(tmp_path / "logs", "tli", 0, 0, correct={"xnli_sw": (0, 3), "xnli_en": (10, 12)})
+    assert '"retention": null' in (run / "reasoning" / "epoch_01.json").read_text()
     report = build_report([run], resamples=50)
     entry = report["runs"][0]
-    assert entry["xnli"]["sw"]["retention"] is None
-    assert entry["retention_mean"] == pytest.approx(1.2) == entry["xnli"]["en"]["retention"]
-    assert any("retention undefined for sw" in w for w in report["warnings"])
-    assert report["arms"]["tli"]["xnli"]["sw"]["retention"]["n"] == 0
+    assert entry["reasoning"]["xnli_sw"]["retention"] is None
+    assert entry["retention_mean"] == pytest.approx(1.2) == entry["reasoning"]["xnli_en"]["retention"]
+    assert any("retention undefined for xnli_sw" in w for w in report["warnings"])
+    assert report["arms"]["tli"]["reasoning"]["xnli_sw"]["retention"]["n"] == 0
     write_report(report, tmp_path / "out")
-    assert _strict((tmp_path / "out" / "report.json").read_text())["runs"][0]["xnli"]["sw"]["retention"] is None
-    [row] = _table((tmp_path / "out" / "report.md").read_text(), "Zero-shot XNLI")
-    assert row["sw retention"] == "n/a" and row["mean retention"] == "1.2000"
+    assert _strict((tmp_path / "out" / "report.json").read_text())["runs"][0]["reasoning"]["xnli_sw"]["retention"] is None
+    rows = {row["task"]: row for row in _table((tmp_path / "out" / "report.md").read_text(), "Zero-shot tasks")}
+    assert rows["xnli_sw"]["retention"] == "n/a" and rows["xnli_en"]["retention"] == "1.2000"
 
 
 def test_unfinished_versions_of_a_named_arm_are_skipped_with_a_warning(tmp_path, capsys):
@@ -547,14 +621,14 @@ def test_unfinished_versions_of_a_named_arm_are_skipped_with_a_warning(tmp_path,
     compare([str(logs / "tli"), "--output", str(tmp_path / "out"), "--resamples", "50"])
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2
-    assert str(failed) in warnings[0] and "status 'failed'" in warnings[0] and "no xnli/epoch_NN.json" in warnings[0]
+    assert str(failed) in warnings[0] and "status 'failed'" in warnings[0] and "no reasoning/epoch_NN.json" in warnings[0]
     assert str(interrupted) in warnings[1] and "status 'interrupted'" in warnings[1]
     report = _strict((tmp_path / "out" / "report.json").read_text())
     assert [r["version"] for r in report["runs"]] == [0]
     md = (tmp_path / "out" / "report.md").read_text()
     assert all(line.replace("warning: ", "- warning: ", 1) in md for line in warnings)
     # Named itself, an incomplete run is still an error; an interrupted but complete one is compared, with a warning.
-    with pytest.raises(TLIError, match=r"version_1: cannot compare this run: missing .*xnli/epoch_NN.json"):
+    with pytest.raises(TLIError, match=r"version_1: cannot compare this run: missing .*reasoning/epoch_NN.json"):
         build_report([failed])
     assert any("'interrupted'" in w for w in build_report([interrupted], resamples=50)["warnings"])
     only_failed = tmp_path / "other" / "tli"
@@ -592,7 +666,7 @@ def test_seeds_that_vary_the_data_sample_are_compared_unpaired(tmp_path):
     for seed in range(2):
         run = _fake_run(logs, "tli", seed, seed)
         summary = json.loads((run / "summary.json").read_text())
-        summary["data"] = {"seed": None, "xnli_limit": 20, "fingerprint": {**FINGERPRINT, "xnli_sw": f"s{seed}"}}
+        summary["data"] = {"seed": None, "reasoning_limit": 20, "fingerprint": {**FINGERPRINT, "xnli_sw": f"s{seed}"}}
         (run / "summary.json").write_text(json.dumps(summary))
     report = build_report([logs / "tli"], resamples=50)
     assert report["settings"]["paired_items"] is False

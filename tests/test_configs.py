@@ -130,16 +130,16 @@ def _zeroshot_gives_what_the_run_logged(root, arm: str) -> None:
     run's own precision (bf16 autocast) and base (NF4), read from the adapter's settings."""
     adapter = root / "checkpoints" / arm / "version_0" / "adapter_epoch01"
     scored = root / "scored.jsonl"
-    # --sample 3: the examples the run's --data.xnli_limit=3 chose (seeded, label-stratified), not the first 3.
+    # --sample 3: the examples the run's --data.reasoning_limit=3 chose (seeded, label-stratified), not the first 3.
     common = ["--data", "demo", "--language", "sw", "--sample", "3", "--no-progress", "--output", str(scored)]
     result = cli(["zeroshot", "--adapter", str(adapter), *common], root)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1])["settings"]["precision"] == "bf16-mixed"
-    logged = json.loads((root / "logs" / arm / "version_0" / "xnli" / "epoch_01.json").read_text())
+    logged = json.loads((root / "logs" / arm / "version_0" / "reasoning" / "epoch_01.json").read_text())
     got = [json.loads(line)["loglikelihoods"] for line in scored.read_text().splitlines()]
     # Exactly equal: the same 3 examples in one batch, the same base, precision and thread count (both processes
     # start from the same environment); another batch composition would round differently under bf16.
-    assert got == logged["languages"]["sw"]["loglikelihoods"]
+    assert got == logged["tasks"]["xnli_sw"]["loglikelihoods"]
 
 
 @pytest.mark.slow

@@ -9,13 +9,13 @@ from tli_lightning.errors import TLIError
 
 
 def _measured(seed: int | None) -> TLIDataModule:
-    data = TLIDataModule(control_path=None, xnli_limit=12, seed=seed)
+    data = TLIDataModule(control_path=None, reasoning_limit=12, seed=seed)
     data.setup("fit")
     return data
 
 
 def _rows(data: TLIDataModule) -> tuple:
-    return sorted(data.control_pairs), [e.premise for e in data.xnli["sw"]]
+    return sorted(data.control_pairs), data.lm_texts["sw"]
 
 
 def test_a_null_data_seed_follows_the_run_seed(monkeypatch):
@@ -28,7 +28,7 @@ def test_a_null_data_seed_follows_the_run_seed(monkeypatch):
     other = _measured(None)
     assert _rows(other)[0] != _rows(following)[0] and _rows(other)[1] != _rows(following)[1]
     assert other.fingerprint() != following.fingerprint()
-    assert following.seed_varies() == ["control split", "XNLI sample"]
+    assert following.seed_varies() == ["control split", "task samples"]
 
 
 def test_a_fixed_data_seed_ignores_the_run_seed(monkeypatch):

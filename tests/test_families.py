@@ -180,7 +180,12 @@ def test_zeroshot_equals_lm_evals_own_scores(tiny, language):
 
 def test_target_layer_0_is_refused_in_the_familys_numbers(tmp_path):
     code, _, err = run_main(
-        ["fit", f"--model.model_name_or_path={_directory('gpt2')}", "--model.target_layer=0", "--data.xnli_limit=3"]
+        [
+            "fit",
+            f"--model.model_name_or_path={_directory('gpt2')}",
+            "--model.target_layer=0",
+            "--data.reasoning_limit=3",
+        ]
         + ["--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
     )
     error = [line for line in err.splitlines() if line.startswith("error:")]

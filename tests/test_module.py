@@ -113,13 +113,13 @@ def test_refused_once_the_model_is_known(tiny_dir, kwargs, message):
 @pytest.mark.parametrize("precision", ["bf16-true", "16-true", "64-true"])
 def test_precisions_that_cast_the_module_are_refused_before_loading(tiny_dir, precision):
     with pytest.raises(TLIError, match=re.escape(f"precision '{precision}' is not supported")):
-        _trainer(precision=precision).fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3))
+        _trainer(precision=precision).fit(TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(reasoning_limit=3))
 
 
 def test_float32_master_weights_over_bfloat16_ones_need_autocast(tiny_dir):
     module = TLIModule(model_name_or_path=str(tiny_dir), quantization="none", adaptation="full")
     with pytest.raises(TLIError, match=r"mixes dtypes, which needs autocast: use --trainer.precision bf16-mixed"):
-        _trainer(precision="32-true").fit(module, TLIDataModule(xnli_limit=3))
+        _trainer(precision="32-true").fit(module, TLIDataModule(reasoning_limit=3))
 
 
 class DtypeProbe(L.Callback):
@@ -162,7 +162,7 @@ class DtypeProbe(L.Callback):
 def test_dtypes_after_lightning_setup_for_every_allowed_precision(tiny_dir, precision, arm):
     probe = DtypeProbe()
     module = TLIModule(model_name_or_path=str(tiny_dir), lora_dropout=0.0, **arm)
-    _trainer(precision=precision, callbacks=[probe]).fit(module, TLIDataModule(xnli_limit=3))
+    _trainer(precision=precision, callbacks=[probe]).fit(module, TLIDataModule(reasoning_limit=3))
     fresh, _ = load_causal_lm(str(tiny_dir), quantization=arm["quantization"], compute_dtype="bfloat16")
     assert all(d == torch.float32 for n, d in probe.buffers.items() if "inv_freq" in n) and probe.buffers
     if arm["quantization"] == "nf4":
@@ -229,7 +229,7 @@ class MetricsProbe(L.Callback):
 def test_training_steps_log_the_learning_signal(tiny_dir):
     probe = MetricsProbe()
     _trainer(callbacks=[probe], max_steps=3).fit(
-        TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(xnli_limit=3)
+        TLIModule(model_name_or_path=str(tiny_dir)), TLIDataModule(reasoning_limit=3)
     )
     assert {"train/loss_step", "train/pos_sim_step", "train/hardest_neg_sim_step"} <= set(probe.metrics)
     m = probe.metrics
@@ -278,7 +278,7 @@ def test_fsdp_combinations_that_cannot_work_are_refused(tiny_dir, kwargs, messag
     with pytest.raises(TLIError, match=re.escape(message)):
         module = TLIModule(model_name_or_path=str(tiny_dir), **kwargs)
         strategy = ModelParallelStrategy(save_distributed_checkpoint=False)
-        _trainer(strategy=strategy).fit(module, TLIDataModule(xnli_limit=3))
+        _trainer(strategy=strategy).fit(module, TLIDataModule(reasoning_limit=3))
 
 
 def test_no_warmup_needs_no_step_count_before_training(tiny_dir):

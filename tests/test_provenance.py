@@ -78,7 +78,7 @@ def test_a_run_records_its_provenance_and_what_its_seed_varied(tmp_path, tiny_di
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "logs" / "demo" / "version_0" / "summary.json").read_text())
     assert summary["data"]["seed_resolved"] == 7
-    assert summary["seed_varies"] == ["batch order", "LoRA initialisation and dropout", "control split", "XNLI sample"]
+    assert summary["seed_varies"] == ["batch order", "LoRA initialisation and dropout", "control split", "task samples"]
     found = summary["provenance"]
     assert set(found) == {"package", "libraries", "hardware", "base_model", "data_files", "timings"}
     assert found["libraries"]["torch"] and found["libraries"]["python"]

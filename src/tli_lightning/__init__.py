@@ -6,7 +6,7 @@ Heavy imports stay lazy, so ``from tli_lightning.callbacks import ...`` does not
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "TLIModule": "tli_lightning.module",

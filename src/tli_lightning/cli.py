@@ -79,6 +79,7 @@ DEFAULT_CALLBACKS = [
     ),
     _component("tli_lightning.callbacks.LayerwiseAlignment"),
     _component("tli_lightning.callbacks.ZeroShotRetention"),
+    _component("tli_lightning.callbacks.LanguageModelRetention"),
     # After the evaluations: each adapter's card carries that epoch's numbers.
     _component("tli_lightning.callbacks.AdapterExport"),
 ]
@@ -344,7 +345,14 @@ def _write_tensorboard_layout(trainer, datamodule, model_settings) -> None:
         names = {0: "embeddings", blocks: "final", target: "target"}
         layers = {layer: names.get(layer, "") for layer in alignment.scalar_layers_of(blocks, target)}
     sets = ["trained", "control"]
-    writer.add_custom_scalars(tensorboard_layout(sets, list(getattr(datamodule, "xnli", {})), layers))
+    from tli_lightning.callbacks import ZeroShotRetention
+
+    measured = {
+        c.key: list(c.tasks if c.tasks is not None else getattr(datamodule, "reasoning", {}))
+        for c in trainer.callbacks
+        if isinstance(c, ZeroShotRetention)
+    }
+    writer.add_custom_scalars(tensorboard_layout(sets, measured, layers))
 
 
 def _num_blocks(model_name_or_path: str) -> int | None:

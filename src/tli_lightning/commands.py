@@ -316,7 +316,7 @@ def zeroshot(argv: list[str]) -> None:
     subset.add_argument(
         "--sample",
         type=_positive,
-        help="score the seeded, label-stratified N examples a run with --data.xnli_limit N evaluated (with the "
+        help="score the seeded, label-stratified N examples a run with --data.reasoning_limit N evaluated (with the "
         "run's --data.seed: --seed)",
     )
     parser.add_argument(

@@ -1,11 +1,12 @@
 """``TLIDataModule``: contrastive lexicon batches for training, control pairs for validation,
-and XNLI splits for zero-shot evaluation.
+the zero-shot reasoning tasks' examples and held-out text for evaluation.
 
 Example, in any Lightning project::
 
-    from tli_lightning.data import TLIDataModule
+    from tli_lightning.data import ReasoningTask, TLIDataModule
     dm = TLIDataModule(lexicon_path="lexicon_sw_en.tsv", control_path=None, control_fraction=0.1,
-                       xnli_source="../shared/data/xnli_{lang}_validation.jsonl")
+                       reasoning_tasks=[ReasoningTask("xnli_sw", "../shared/data/xnli_sw_validation.jsonl"),
+                                        ReasoningTask("xcopa_sw", "../shared/data/xcopa_sw_validation.jsonl")])
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))  # {"source": [...8 words], "target": [...8 words]}
 """
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -33,12 +35,33 @@ from tli_lightning.lexicon import (
     split_control,
 )
 from tli_lightning.sampling import ConflictFreeBatchSampler, ResumableDataLoader, batches_per_epoch
+from tli_lightning.tasks import Example, get_task, load_examples
 from tli_lightning.textfiles import read_text
 from tli_lightning.tiny_model import demo_data_path
-from tli_lightning.xnli import XNLIExample, candidate_templates, load_xnli, stratified_indices
+from tli_lightning.xnli import load_xnli, stratified_indices
 
 log = logging.getLogger(__name__)
 DEMO = "demo"
+
+
+@dataclass(frozen=True)
+class ReasoningTask:
+    """One zero-shot task to measure each epoch.
+
+    Args:
+        task: lm-eval's task name: ``xnli_<lang>`` (its 15 languages), ``xcopa_sw``, ``xstorycloze_sw``.
+        path: A local file in the task's format, the hub id lm-eval reads (through ``datasets``), or ``demo`` (a
+            few bundled hand-written examples).
+        limit: Measure a seeded, label-stratified subsample of this many examples (null: ``reasoning_limit``).
+    """
+
+    task: str
+    path: str = DEMO
+    limit: int | None = None
+
+
+# The demo measures every task the package defines in Swahili, and XNLI in English.
+DEMO_TASKS = [ReasoningTask(name) for name in ("xnli_sw", "xnli_en", "xcopa_sw", "xstorycloze_sw")]
 
 
 class PairDataset(Dataset):
@@ -69,10 +92,9 @@ class TLIDataModule(L.LightningDataModule):
         control_fraction: float = 0.1,
         leakage: LeakagePolicy = "error",
         batch_size: int = 8,
-        xnli_languages: list[str] = ["sw", "en"],  # noqa: B006 (jsonargparse shows list defaults)
-        xnli_source: str = DEMO,
-        xnli_split: str = "validation",
-        xnli_limit: int | None = None,
+        reasoning_tasks: list[ReasoningTask] | None = None,
+        reasoning_limit: int | None = None,
+        lm_texts: dict[str, str] | None = None,
         seed: int | None = 42,
     ) -> None:
         """
@@ -92,30 +114,36 @@ class TLIDataModule(L.LightningDataModule):
                 Each epoch has ``pairs // batch_size`` batches, cut to a multiple of the number of
                 processes and dealt to them in turn; the pairs left over (a few, different each epoch)
                 wait for the next epoch. Validation and test batches are fixed across epochs.
-            xnli_languages: XNLI languages to evaluate zero-shot (lm-eval's 15 are known).
-            xnli_source: ``facebook/xnli`` (hub, through ``datasets``), a local path pattern with
-                ``{lang}`` (JSONL or TSV with premise/hypothesis/label), or ``demo`` (bundled 60
-                examples per language).
-            xnli_split: Hub split to evaluate; lm-eval scores ``validation``.
-            xnli_limit: Evaluate a seeded, label-stratified subsample of this many examples
-                (the same rows in every language); null = all.
-            seed: Seed of the control split (when ``control_path`` is null) and the XNLI subsample (when
-                ``xnli_limit`` is set): what is measured. An integer keeps them fixed across replicate runs,
+            reasoning_tasks: The zero-shot tasks measured before training and after every epoch, each
+                ``{task: <lm-eval task name>, path: <file, hub id or demo>, limit: <n or null>}``; task names:
+                ``xnli_<lang>`` (lm-eval's 15 XNLI languages), ``xcopa_sw``, ``xstorycloze_sw``. null = the
+                bundled demo examples of xnli_sw, xnli_en, xcopa_sw and xstorycloze_sw.
+            reasoning_limit: The subsample size of every task without its own ``limit`` (seeded,
+                label-stratified: parallel XNLI files keep the same rows in every language); null = all.
+            lm_texts: Held-out text per language for the language-modelling retention measurement,
+                ``{language: text file, one text per line}``; null = the premises of the measured XNLI
+                examples of each language.
+            seed: Seed of the control split (when ``control_path`` is null) and the task subsamples (when a
+                limit is set): what is measured. An integer keeps them fixed across replicate runs,
                 so seeds vary only the training (batch order, LoRA initialisation and dropout); null = the
-                run's ``seed_everything``, so replicate seeds also vary the control split and the XNLI
-                sample and their spread includes that sampling noise. summary.json records the seed used
+                run's ``seed_everything``, so replicate seeds also vary the control split and the task
+                samples and their spread includes that sampling noise. summary.json records the seed used
                 (``data.seed_resolved``) and what a seed varied (``seed_varies``).
         """
         super().__init__()
         self.save_hyperparameters()
         if batch_size < 2:
             raise TLIError(f"batch_size must be at least 2 (in-batch negatives), got {batch_size}")
-        if xnli_limit is not None and xnli_limit < 1:
-            raise TLIError(f"xnli_limit must be at least 1 (or null for every example), got {xnli_limit}")
-        if not xnli_languages:
-            raise TLIError("xnli_languages must name at least one language, e.g. [sw, en]")
-        for language in xnli_languages:
-            candidate_templates(language)  # lm-eval's verbalizers must exist: refused now, not after loading a model
+        specs = DEMO_TASKS if reasoning_tasks is None else reasoning_tasks
+        self.reasoning_tasks = [_task_spec(spec, index) for index, spec in enumerate(specs)]
+        if not self.reasoning_tasks:
+            raise TLIError("data.reasoning_tasks is empty: name at least one task, or null for the demo tasks")
+        names = [spec.task for spec in self.reasoning_tasks]
+        if len(set(names)) < len(names):
+            raise TLIError(f"data.reasoning_tasks names a task twice: {names}")
+        for limit in [reasoning_limit] + [spec.limit for spec in self.reasoning_tasks]:
+            if limit is not None and limit < 1:
+                raise TLIError(f"a reasoning task's limit must be at least 1 (or null for every example), got {limit}")
         if lexicon_path != DEMO and not Path(lexicon_path).is_file():  # a mistyped path before any rule about it
             read_text(lexicon_path, "lexicon file")
         if control_path == DEMO and lexicon_path != DEMO:
@@ -124,11 +152,12 @@ class TLIDataModule(L.LightningDataModule):
             check_control_choice(lexicon_path, control_path)
         self.train_pairs: list[Pair] = []
         self.control_pairs: list[Pair] = []
-        self.xnli: dict[str, list[XNLIExample]] = {}
-        self.xnli_subsampled = False
+        self.reasoning: dict[str, list[Example]] = {}
+        self.lm_texts: dict[str, list[str]] = {}
+        self.subsampled = False
 
     def data_seed(self) -> int:
-        """The seed of the control split and the XNLI subsample: ``seed``, or the run's when it is null."""
+        """The seed of the control split and the task subsamples: ``seed``, or the run's when it is null."""
         if self.hparams.seed is not None:
             return self.hparams.seed
         # seed_everything sets PL_GLOBAL_SEED in every process (DDP ranks inherit it), so all agree.
@@ -145,7 +174,7 @@ class TLIDataModule(L.LightningDataModule):
         if self.hparams.seed is not None:
             return []
         varies = ["control split"] if self.hparams.control_path is None else []
-        return varies + (["XNLI sample"] if self.xnli_subsampled else [])
+        return varies + (["task samples"] if self.subsampled else [])
 
     def _lexicon(self, path: str, demo_name: str) -> list[Pair]:
         hp = self.hparams
@@ -171,18 +200,33 @@ class TLIDataModule(L.LightningDataModule):
             raise TLIError(
                 f"need at least 2 trained and 2 control pairs, got {len(self.train_pairs)} and {len(control)}"
             )
-        self.xnli = self._xnli()
+        self.reasoning, kept = self._reasoning()
+        self.lm_texts = self._lm_texts(kept)
 
-    def _xnli(self) -> dict[str, list[XNLIExample]]:
-        hp = self.hparams
-        source = str(demo_data_path("xnli_{lang}.jsonl")) if hp.xnli_source == DEMO else hp.xnli_source
-        splits = {}
-        for language in hp.xnli_languages:
-            examples = load_xnli(source, language, hp.xnli_split)
-            keep = stratified_indices([e.label for e in examples], hp.xnli_limit, self.data_seed())
-            splits[language] = [examples[i] for i in keep]
-            self.xnli_subsampled |= len(keep) < len(examples)
-        return splits
+    def _reasoning(self) -> tuple[dict[str, list[Example]], dict[str, list[int]]]:
+        """Each task's measured examples, and which rows of its file they are (indices, for the XNLI premises)."""
+        tasks, kept = {}, {}
+        for spec in self.reasoning_tasks:
+            examples = load_examples(spec.task, spec.path)
+            limit = spec.limit if spec.limit is not None else self.hparams.reasoning_limit
+            keep = stratified_indices([e.label for e in examples], limit, self.data_seed())
+            tasks[spec.task] = [examples[i] for i in keep]
+            kept[spec.task] = keep
+            self.subsampled |= len(keep) < len(examples)
+        return tasks, kept
+
+    def _lm_texts(self, kept: dict[str, list[int]]) -> dict[str, list[str]]:
+        """Held-out text per language: the given files, else the measured XNLI examples' premises."""
+        if self.hparams.lm_texts is not None:
+            return {language: read_text_lines(path) for language, path in self.hparams.lm_texts.items()}
+        texts = {}
+        for spec in self.reasoning_tasks:
+            task = get_task(spec.task)
+            if task.benchmark == "xnli" and task.language not in texts:
+                source = str(demo_data_path(task.demo_file)) if spec.path == DEMO else spec.path
+                premises = [e.premise for e in load_xnli(source, task.language)]
+                texts[task.language] = [premises[i] for i in kept[spec.task]]
+        return texts
 
     def _train_batches_done(self) -> int:
         # Batches of the current epoch whose optimizer step ran. Right after an epoch ended the
@@ -234,8 +278,8 @@ class TLIDataModule(L.LightningDataModule):
         return self._pair_loader(self.control_pairs, shuffle=False)
 
     def fingerprint(self) -> dict[str, str]:
-        """Hashes of what is measured (trained pairs, control pairs, XNLI rows per language): runs whose
-        fingerprints differ are not comparable."""
+        """Hashes of what is measured (trained pairs, control pairs, each task's examples, the held-out texts):
+        runs whose fingerprints differ are not comparable."""
 
         def digest(value) -> str:
             return hashlib.sha256(json.dumps(value, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
@@ -244,7 +288,31 @@ class TLIDataModule(L.LightningDataModule):
             "trained_pairs": digest(sorted(self.train_pairs)),
             "control_pairs": digest(sorted(self.control_pairs)),
             **{
-                f"xnli_{lang}": digest([[e.premise, e.hypothesis, e.label] for e in rows])
-                for lang, rows in self.xnli.items()
+                task: digest([[e.context, list(e.choices), e.label] for e in rows])
+                for task, rows in self.reasoning.items()
             },
+            **{f"lm_texts_{language}": digest(texts) for language, texts in self.lm_texts.items()},
         }
+
+
+def _task_spec(spec: ReasoningTask | dict, index: int) -> ReasoningTask:
+    """A task of ``data.reasoning_tasks``, its name checked now (not after a model has loaded)."""
+    if isinstance(spec, dict):
+        unknown = sorted(set(spec) - {"task", "path", "limit"})
+        if unknown or "task" not in spec:
+            raise TLIError(
+                f"data.reasoning_tasks[{index}]: expected {{task, path, limit}}, got {spec!r}"
+                + (f" (unknown keys {unknown})" if unknown else "")
+            )
+        spec = ReasoningTask(**spec)
+    get_task(spec.task)
+    return spec
+
+
+def read_text_lines(path: str) -> list[str]:
+    """One text per non-empty line of a UTF-8 file."""
+    lines = [line.strip() for line in read_text(path, "held-out text file").split("\n")]
+    texts = [line for line in lines if line]
+    if not texts:
+        raise TLIError(f"{path}: no text found (one text per line)")
+    return texts

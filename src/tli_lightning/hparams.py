@@ -63,16 +63,9 @@ def flat(params: dict[str, Any], prefix: str = "") -> dict[str, str | int | floa
 
 def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The headline numbers, final values: what HPARAMS shows beside the settings."""
-    metrics = {}
-    for layer, sets in summary.get("alignment", {}).get("layers", {}).items():
-        which = "target" if int(layer) == summary.get("target_layer") else "final"
-        for name, values in sets.items():
-            metrics[f"hparams/{name}_csls_p_at_1_{which}_layer"] = values["csls_p_at_1"][1]  # the primary endpoint
-            metrics[f"hparams/{name}_gap_{which}_layer"] = values["gap"][1]
-    for lang, values in summary.get("xnli", {}).get("languages", {}).items():
-        metrics[f"hparams/xnli_{lang}_acc"] = values["acc"][1]
-        metrics[f"hparams/xnli_{lang}_retention"] = values["retention"]
-    return metrics
+    from tli_lightning.callbacks.measurement import hparam_metrics
+
+    return hparam_metrics(summary.get("measurements", {}))
 
 
 def log_run_hparams(trainer: Any, summary: dict[str, Any]) -> None:

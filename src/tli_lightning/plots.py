@@ -1,4 +1,4 @@
-"""Figures people would rather look at than read: per-layer alignment, XNLI over epochs.
+"""Figures people would rather look at than read: per-layer alignment, zero-shot accuracy over epochs.
 
 Sized to stay readable as TensorBoard thumbnails: one row of panels, large text, the baseline
 drawn where a reader needs it (random pairs, chance).
@@ -63,17 +63,21 @@ def alignment_figure(
     return fig
 
 
-def retention_figure(history: Sequence[Mapping[str, float]], languages: Sequence[str]) -> Figure:
-    """Accuracy per language over evaluations (0 = before training), with chance at 1/3."""
+def retention_figure(history: Sequence[Mapping[str, float]], chance: Mapping[str, float], prefix: str) -> Figure:
+    """Accuracy per task over evaluations (0 = before training), each task's chance level dotted in its colour.
+
+    ``history``: one dict per evaluation with ``epoch`` and ``<prefix>/<task>/acc``; ``chance``: ``{task: level}``.
+    """
     fig = Figure(figsize=(7, 4.6))
     ax = fig.subplots()
-    for language in languages:
-        points = [(h["epoch"], h[f"xnli/{language}/acc"]) for h in history if f"xnli/{language}/acc" in h]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=language)
-    ax.axhline(1 / 3, color="grey", linestyle=":", label="chance")
+    for index, (task, level) in enumerate(chance.items()):
+        tag = f"{prefix}/{task}/acc"
+        points = [(h["epoch"], h[tag]) for h in history if tag in h]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{index}", label=task)
+        ax.axhline(level, color=f"C{index}", linestyle=":", alpha=0.6)
     ax.set_xlabel("epochs trained", **_TEXT)
-    ax.set_ylabel("zero-shot XNLI accuracy", **_TEXT)
-    ax.set_title("zero-shot XNLI (lm-eval definition)", **_TITLE)
+    ax.set_ylabel("zero-shot accuracy (dotted: chance)", **_TEXT)
+    ax.set_title("zero-shot reasoning (lm-eval definitions)", **_TITLE)
     ax.tick_params(labelsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=_LEGEND)
@@ -83,11 +87,11 @@ def retention_figure(history: Sequence[Mapping[str, float]], languages: Sequence
 
 def tensorboard_layout(
     pair_sets: Sequence[str],
-    languages: Sequence[str],
+    measured: Mapping[str, Sequence[str]],
     layers: Mapping[int, str] | None = None,
     metrics: Sequence[str] = ("csls_p_at_1", "gap", "cos", "cos_random"),
 ) -> dict:
-    """A custom-scalars layout: one category per logged layer (``{layer: label}``), XNLI, training.
+    """A custom-scalars layout: one category per logged layer (``{layer: label}``), zero-shot tasks, training.
 
     TensorBoard's custom scalars colour a chart's lines by run, not by tag, and draw no legend: a
     chart with several tags of one run is lines of one colour that nobody can tell apart. So each
@@ -109,13 +113,15 @@ def tensorboard_layout(
             for name in pair_sets
             for metric in metrics
         }
-    xnli = {
-        f"{language}: {what}": ["Multiline", [rf"xnli/{language}/{what}"]]
+    # One chart per task and quantity: ``measured`` = {a multiple-choice measurement's key: its task names}.
+    reasoning = {
+        f"{key}: {task} {what}": ["Multiline", [rf"{key}/{task}/{what}"]]
+        for key, tasks in measured.items()
+        for task in tasks
         for what in ("acc", "retention")
-        for language in languages
     }
     training = {
         "train/loss_epoch": ["Multiline", [r"train/loss_epoch"]],
         "val/loss": ["Multiline", [r"val/loss"]],
     }
-    return {**alignment, "zero-shot XNLI": xnli, "training": training}
+    return {**alignment, "zero-shot reasoning": reasoning, "training": training}

@@ -22,10 +22,14 @@ DEFAULTS = {
     "data.control_path": DEMO,
     "data.source_column": "sw",
     "data.target_column": "en",
-    "data.xnli_source": DEMO,
-    "data.xnli_languages": ["sw", "en"],
+    "data.reasoning_tasks": None,  # the bundled demo examples of each task
     "model.model_name_or_path": "tiny",
 }
+
+
+def _looks_local(path: str) -> bool:
+    """A path the user meant as a file (a hub id is owner/name, without a suffix or a leading ./ or /)."""
+    return path.startswith(("/", "./", "../", "~")) or path.endswith((".jsonl", ".json", ".tsv", ".txt"))
 
 
 class _Unsure(Exception):
@@ -72,7 +76,6 @@ def fit_settings(argv: list[str]) -> dict[str, Any]:
 def check_fit_inputs(argv: list[str]) -> None:
     """Refuse the user's own files' errors (and a model path that cannot be a model) with TLIError."""
     from tli_lightning.lexicon import check_control_choice, read_lexicon
-    from tli_lightning.xnli import candidate_templates, read_xnli_file
 
     try:
         settings = fit_settings(argv)
@@ -87,11 +90,15 @@ def check_fit_inputs(argv: list[str]) -> None:
     check_control_choice(lexicon, control)
     if control not in (None, DEMO):
         read_lexicon(control, *columns)
-    source, languages = settings["data.xnli_source"], settings["data.xnli_languages"]
-    if isinstance(source, str) and "{lang}" in source and isinstance(languages, list):
-        for language in languages:
-            candidate_templates(language)  # an unknown language before its missing file, as TLIDataModule does
-            read_xnli_file(source.format(lang=language))
+    for spec in settings["data.reasoning_tasks"] or []:
+        if not isinstance(spec, dict) or not isinstance(spec.get("task"), str):
+            return  # LightningCLI says what is wrong with its shape
+        from tli_lightning.tasks import get_task
+
+        task = get_task(spec["task"])  # an unknown task before its file, as TLIDataModule does
+        path = spec.get("path", DEMO)
+        if isinstance(path, str) and path != DEMO and (Path(path).exists() or _looks_local(path)):
+            task.read(path)
     model = settings["model.model_name_or_path"]
     if isinstance(model, str) and model != "tiny":
         path = Path(model).expanduser()

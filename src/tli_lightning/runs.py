@@ -15,6 +15,7 @@ checkpoint. A plain ``fit`` never resumes anything.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -253,13 +254,11 @@ def write_summary(run: Run, summary: dict[str, Any]) -> Path:
 
 # ---- what a run tells its user when it ends ------------------------------------------------
 
-SUMMARY_METRICS = ("csls_p_at_1", "cos", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s")
-
 
 def summarize(trainer: Any, run: Run, status: str, wall_s: float | None = None) -> dict[str, Any]:
     """The run's identity, settings and headline numbers, baseline -> final (also ``summary.json``), what a seed
     varied, and its provenance (``wall_s``: this session's wall time, from the command's start)."""
-    from tli_lightning.callbacks import LayerwiseAlignment, ZeroShotRetention
+    from tli_lightning.callbacks.measurement import headlines
 
     module, datamodule = trainer.lightning_module, trainer.datamodule
     summary: dict[str, Any] = {
@@ -283,42 +282,10 @@ def summarize(trainer: Any, run: Run, status: str, wall_s: float | None = None) 
         summary["data"]["counts"] = {
             "trained_pairs": len(datamodule.train_pairs),
             "control_pairs": len(datamodule.control_pairs),
-            **{f"xnli_{k}": len(v) for k, v in datamodule.xnli.items()},
+            **{task: len(examples) for task, examples in datamodule.reasoning.items()},
         }
-    for callback in trainer.callbacks:
-        if isinstance(callback, LayerwiseAlignment) and callback.baseline is not None:
-            before, after = callback.baseline, callback.last
-            layers = sorted({summary["target_layer"] or 0, before["layers"][-1]})
-            summary["alignment"] = {
-                "primary_endpoint": "csls_p_at_1 of the control set: CSLS retrieval of the right translation among "
-                "every target word of the sets, on mean-centered vectors (a shift or rescaling cannot move it); "
-                "gap, cos and cos_random are descriptive",
-                "epoch": after["epoch"],
-                "layers": {
-                    str(layer): {
-                        name: {
-                            **{m: [entry[m][layer], after["sets"][name][m][layer]] for m in SUMMARY_METRICS},
-                            "chance_p_at_1": entry.get("chance_p_at_1"),
-                            "queries": entry.get("queries"),
-                        }
-                        for name, entry in before["sets"].items()
-                    }
-                    for layer in layers
-                },
-            }
-        if isinstance(callback, ZeroShotRetention) and callback.history:
-            first, last = callback.history[0], callback.history[-1]
-            summary["xnli"] = {
-                "epoch": last["epoch"],
-                "languages": {
-                    lang: {
-                        "acc": [first[f"xnli/{lang}/acc"], last[f"xnli/{lang}/acc"]],
-                        "correct_of": [first["correct_of"][lang], last["correct_of"][lang]],
-                        "retention": last[f"xnli/{lang}/retention"],
-                    }
-                    for lang in last["correct_of"]
-                },
-            }
+    # Each measurement's headline, under its key: what the end-of-run summary, HPARAMS and readers show first.
+    summary["measurements"] = headlines(trainer)
     summary["seed_varies"] = seed_varies(module, datamodule)
     summary["provenance"] = provenance(trainer, module, datamodule, wall_s)
     return summary
@@ -365,8 +332,8 @@ def _data_files(datamodule: Any) -> dict[str, Any] | None:
         return None
     from tli_lightning.data import DEMO
     from tli_lightning.provenance import file_record
+    from tli_lightning.tasks import get_task
     from tli_lightning.tiny_model import demo_data_path
-    from tli_lightning.xnli import local_xnli_path
 
     hp = datamodule.hparams
 
@@ -377,17 +344,21 @@ def _data_files(datamodule: Any) -> dict[str, Any] | None:
         "lexicon": file_record(bundled(hp.lexicon_path, "lexicon_trained.tsv")),
         "control": None if hp.control_path is None else file_record(bundled(hp.control_path, "lexicon_control.tsv")),
     }
-    source = bundled(hp.xnli_source, "xnli_{lang}.jsonl")
-    for language in hp.xnli_languages:
-        local = local_xnli_path(source, language)
-        files[f"xnli_{language}"] = (
-            file_record(local) if local is not None else {"source": hp.xnli_source, "split": hp.xnli_split}
-        )
+    for spec in datamodule.reasoning_tasks:
+        task = get_task(spec.task)
+        if spec.path == DEMO:
+            files[spec.task] = file_record(str(demo_data_path(task.demo_file)))
+        elif Path(spec.path).exists():
+            files[spec.task] = file_record(spec.path)
+        else:  # a hub id: its revision is the datasets cache's business
+            files[spec.task] = {"source": spec.path}
+    for language, path in (hp.get("lm_texts") or {}).items():
+        files[f"lm_texts_{language}"] = file_record(path)
     return files
 
 
 def _timings(trainer: Any, wall_s: float | None) -> dict[str, Any]:
-    from tli_lightning.callbacks._common import EpochMeasurement
+    from tli_lightning.callbacks.measurement import measurements
     from tli_lightning.provenance import peak_memory
 
     peak, kind = peak_memory(trainer.strategy.root_device)
@@ -395,9 +366,7 @@ def _timings(trainer: Any, wall_s: float | None) -> dict[str, Any]:
         "fit_wall_s": None if wall_s is None else round(wall_s, 3),
         "peak_memory_bytes": int(peak),
         "peak_memory_kind": kind,
-        "evaluations": {
-            c.measurement: list(getattr(c, "timings", [])) for c in trainer.callbacks if isinstance(c, EpochMeasurement)
-        },
+        "evaluations": {c.key: list(c.timings) for c in measurements(trainer)},
     }
 
 
@@ -405,15 +374,13 @@ def _plain(value: Any) -> Any:
     """JSON-ready hyperparameters (tuples, paths and other objects as text)."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return str(value)
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{value:.3f}"  # retention over a zero baseline
 
 
 def format_summary(summary: dict[str, Any], path: Path) -> str:
@@ -423,32 +390,8 @@ def format_summary(summary: dict[str, Any], path: Path) -> str:
         f"  logs:        {summary['log_dir']}   (tensorboard --logdir {Path(summary['log_dir']).parent.parent})",
         f"  checkpoints: {summary['checkpoint_dir']}",
     ]
-    alignment = summary.get("alignment")
-    if alignment:
-        lines.append(
-            f"alignment, before training -> epoch {alignment['epoch']} (primary: CSLS P@1, retrieval among every "
-            "target word, centered; gap = pair - random-pair cosine, descriptive):"
-        )
-        for layer, sets in alignment["layers"].items():
-            which = "target" if int(layer) == summary.get("target_layer") else "final"
-            for name, m in sets.items():
-                p = m.get("csls_p_at_1")
-                chance = m.get("chance_p_at_1")
-                n = m.get("queries")
-                hits = f"{round(p[0] * n)}/{n} -> {round(p[1] * n)}/{n}" if p and n else ""
-                primary = f"CSLS P@1 {hits} (chance {chance:.3f})   " if p and chance else ""
-                lines.append(
-                    f"  layer {layer:>2} ({which:6}) {name:8} {primary}gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
-                    f"cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
-                )
-    xnli = summary.get("xnli")
-    if xnli:
-        lines.append(f"zero-shot XNLI accuracy, before training -> epoch {xnli['epoch']} (chance 0.333):")
-        for lang, r in xnli["languages"].items():
-            (c0, n0), (c1, n1) = r["correct_of"]
-            lines.append(
-                f"  {lang}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   "
-                f"change {r['acc'][1] - r['acc'][0]:+.3f}   retention {_number(r['retention'])}"
-            )
+    from tli_lightning.callbacks.measurement import summary_lines
+
+    lines += summary_lines(summary.get("measurements", {}))
     lines.append(f"  (written to {path})")
     return "\n".join(lines)

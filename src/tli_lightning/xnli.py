@@ -7,15 +7,11 @@ The harness's ``xnli_<lang>`` task turns each example into three candidate strin
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from tli_lightning.errors import TLIError
-from tli_lightning.textfiles import read_text
 
 HUB_ID = "facebook/xnli"
 LABELS = ("entailment", "neutral", "contradiction")
@@ -82,23 +78,9 @@ def _example(record: object, where: str, text_labels: bool = False) -> XNLIExamp
 
 def read_xnli_file(path: str | Path) -> list[XNLIExample]:
     """Local JSONL (one object per line) or TSV (header with premise, hypothesis, label)."""
-    path = Path(path)
-    text = read_text(path, "XNLI file")
-    examples = []
-    if path.suffix in (".tsv", ".txt"):
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-        for record in reader:
-            examples.append(_example(record, f"{path}:{reader.line_num}", text_labels=True))
-    else:
-        # split("\n"), not splitlines(): U+2028 and friends are legal inside a JSON string.
-        for number, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TLIError(f"{path}:{number}: not valid JSON ({error.msg}): {line.strip()[:80]!r}") from None
-            examples.append(_example(record, f"{path}:{number}"))
+    from tli_lightning.tasks import read_records  # tasks builds on this module
+
+    examples = [_example(r, where, text_labels=tsv) for r, where, _, tsv in read_records(path, "XNLI")]
     if not examples:
         raise TLIError(f"{path}: no examples found")
     return examples

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tli_lightning.backbones import decoder_of, output_logits, sliding_window, takes_position_ids, vocabulary_size
+from tli_lightning.errors import TLIError
 from tli_lightning.xnli import XNLIExample, candidate_templates, candidates
 
 if TYPE_CHECKING:  # only for the hints: transformers is heavy to import
@@ -79,6 +80,91 @@ def _summed_per_row(model: torch.nn.Module, hidden: Tensor, targets: Tensor, sco
     return total.index_add_(0, scored.nonzero()[:, 0], _token_logprobs(model, hidden[scored], targets[scored]))
 
 
+def lm_eval_pairs(
+    tokenizer: PreTrainedTokenizerBase, requests: Sequence[tuple[str, str]]
+) -> list[tuple[list[int], list[int]]]:
+    """``(context tokens, continuation tokens)`` per ``(context, continuation)``, as lm-eval 0.4's causal HFLM.
+
+    Its ``loglikelihood`` and ``_encode_pair``, step for step: an empty context is the prefix token (BOS,
+    else EOS; the continuation's own first token instead when it already is that token) and the continuation
+    is encoded without special tokens. Otherwise the context's trailing spaces move to the continuation, and
+    the continuation's tokens are those of ``encode(context + continuation)`` past ``len(encode(context))``,
+    both encoded with the tokenizer's own special tokens (BOS for Llama, Gemma, Mistral; none for GPT-2,
+    Qwen, BLOOM), or none when the text already starts with the prefix token's text. The context's tokens
+    are ``encode(context)`` even where a token straddles the boundary in the whole text: lm-eval feeds
+    exactly ``context tokens + continuation tokens``.
+    """
+    prefix = context_token_id(tokenizer)
+    prefix_text = tokenizer.decode(prefix)
+    texts: dict[bool, list[str]] = {True: [], False: []}  # add_special_tokens -> texts to encode that way
+
+    def ask(text: str, special: bool = True) -> tuple[bool, int]:
+        special = special and not text.startswith(prefix_text)
+        texts[special].append(text)
+        return special, len(texts[special]) - 1
+
+    plans = []
+    for context, continuation in requests:
+        if context == "":
+            plans.append((None, ask(continuation, special=False)))
+            continue
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        plans.append((ask(context), ask(context + continuation)))
+    encoded = {
+        special: tokenizer(batch, add_special_tokens=special)["input_ids"] if batch else []
+        for special, batch in texts.items()
+    }
+    pairs = []
+    for (context, continuation), (context_at, whole_at) in zip(requests, plans):
+        if context_at is None:
+            tokens = encoded[whole_at[0]][whole_at[1]]
+            pair = ([prefix], tokens) if not tokens or tokens[0] != prefix else (tokens[:1], tokens[1:])
+        else:
+            context_ids = encoded[context_at[0]][context_at[1]]
+            pair = (context_ids, encoded[whole_at[0]][whole_at[1]][len(context_ids) :])
+        if not pair[1]:
+            raise TLIError(f"nothing to score: continuation {continuation!r} after context {context!r} has no tokens")
+        pairs.append(pair)
+    return pairs
+
+
+@torch.no_grad()
+def score_token_sequences(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sequences: Sequence[Sequence[int]],
+    scored: Sequence[int],
+    *,
+    batch_size: int = 32,
+    progress: Callable | None = None,
+) -> Tensor:
+    """Summed log-probability of the last ``scored[i]`` tokens of each token sequence, ``[len(sequences)]`` float64.
+
+    As lm-eval's ``_loglikelihood_tokens``: a sequence longer than the context window keeps its last
+    ``max_length + 1`` tokens.
+    """
+    device = next(model.parameters()).device
+    max_len = context_length(model, tokenizer)
+    sequences = [list(s)[-(max_len + 1) :] for s in sequences]
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    scores = torch.empty(len(sequences), dtype=torch.float64)
+    decoder = decoder_of(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in progress(batches) if progress else batches:
+        ids, mask = _right_padded([sequences[i] for i in batch], pad, device)
+        hidden = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False).last_hidden_state
+        # Position t predicts token t + 1: scored when that token is one of the sequence's last `scored`.
+        targets = torch.arange(1, ids.shape[1], device=device)[None, :]
+        ends = torch.tensor([len(sequences[i]) for i in batch], device=device)[:, None]
+        counts = torch.tensor([scored[i] for i in batch], device=device)[:, None]
+        wanted = (targets < ends) & (targets >= ends - counts)
+        scores[torch.tensor(batch)] = _summed_per_row(model, hidden, ids[:, 1:], wanted).cpu()
+    return scores
+
+
 @torch.no_grad()
 def score_sequences(
     model: torch.nn.Module,
@@ -89,23 +175,15 @@ def score_sequences(
     progress: Callable | None = None,
 ) -> Tensor:
     """Summed log-probability of each ``continuation`` given the BOS token, ``[len(continuations)]`` float64."""
-    device = next(model.parameters()).device
-    start = context_token_id(tokenizer)
-    token_lists = tokenizer(list(continuations), add_special_tokens=False)["input_ids"]
-    max_len = context_length(model, tokenizer)
-    # lm-eval keeps the last max_length + 1 tokens of context + continuation.
-    sequences = [([start] + ids)[-(max_len + 1) :] for ids in token_lists]
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    scores = torch.empty(len(sequences), dtype=torch.float64)
-    decoder = decoder_of(model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in progress(batches) if progress else batches:
-        ids, mask = _right_padded([sequences[i] for i in batch], pad, device)
-        hidden = decoder(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False).last_hidden_state
-        # Position t predicts token t + 1; padding is not scored.
-        scores[torch.tensor(batch)] = _summed_per_row(model, hidden, ids[:, 1:], mask[:, 1:].bool()).cpu()
-    return scores
+    pairs = lm_eval_pairs(tokenizer, [("", c) for c in continuations])
+    return score_token_sequences(
+        model,
+        tokenizer,
+        [c + t for c, t in pairs],
+        [len(t) for _, t in pairs],
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def shared_prefix_plan(
@@ -136,40 +214,54 @@ def shared_prefix_plan(
 
 
 @torch.no_grad()
-def score_with_shared_prefix(
+def score_pairs_shared(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    groups: Sequence[Sequence[str]],
+    grouped_pairs: Sequence[Sequence[tuple[Sequence[int], Sequence[int]]]],
     *,
     batch_size: int = 32,
     progress: Callable | None = None,
 ) -> Tensor:
-    """Like :func:`score_sequences` for groups of continuations that share a beginning, ``[n_groups, k]``.
+    """Per group of ``(context tokens, continuation tokens)`` pairs (as :func:`lm_eval_pairs` gives them), the
+    summed log-probability of each continuation given its context, ``[n_groups, k]`` float64.
 
-    XNLI's three candidates share the premise: its tokens go through the model once per group,
-    and only each candidate's remaining tokens run on top of the cached keys and values.
+    The members of a group share their beginning (their context, and for XNLI the premise too): its tokens go
+    through the model once per group, and only each member's remaining tokens run on top of the cached keys
+    and values. Only continuation tokens are scored, so the LM head runs only from the end of the context on.
     """
     device = next(model.parameters()).device
-    start = context_token_id(tokenizer)
-    k = len(groups[0])
-    flat = tokenizer([c for group in groups for c in group], add_special_tokens=False)["input_ids"]
-    sequences = [[start] + ids for ids in flat]
-    max_len = context_length(model, tokenizer)
-    longest, window = max(len(s) for s in sequences), sliding_window(model)
-    # lm-eval truncates from the left: no shared prefix left. And a sliding-window cache drops the oldest
-    # slots of a right-padded row, padding included: past the window, the candidates would see other keys.
-    if longest > max_len + 1 or (window is not None and longest > window):
-        texts = [c for group in groups for c in group]
-        return score_sequences(model, tokenizer, texts, batch_size=batch_size * k, progress=progress).view(
-            len(groups), k
+    k = len(grouped_pairs[0])
+    if any(len(g) != k for g in grouped_pairs):
+        raise ValueError(
+            f"every group needs the same number of members ({k}), got {sorted({len(g) for g in grouped_pairs})}"
         )
+    grouped = [[list(c) + list(t) for c, t in group] for group in grouped_pairs]
+    firsts_scored = [
+        {len(s) - len(t) for s, (_, t) in zip(members, group)} for members, group in zip(grouped, grouped_pairs)
+    ]
+    max_len = context_length(model, tokenizer)
+    longest, window = max(len(s) for g in grouped for s in g), sliding_window(model)
+    prefix_lengths, order = shared_prefix_plan(grouped, batch_size)
+    # lm-eval truncates from the left: no shared prefix left. A sliding-window cache drops the oldest slots of a
+    # right-padded row, padding included: past the window, the members would see other keys. And members whose
+    # contexts differ in length (never from lm_eval_pairs, which encodes one context per group) share no plan.
+    if (
+        longest > max_len + 1
+        or (window is not None and longest > window)
+        or any(len(s) != 1 for s in firsts_scored)
+        or any(p < min(s) for p, s in zip(prefix_lengths, firsts_scored))
+    ):
+        flat = [s for g in grouped for s in g]
+        counts = [len(t) for g in grouped_pairs for _, t in g]
+        return score_token_sequences(model, tokenizer, flat, counts, batch_size=batch_size * k, progress=progress).view(
+            len(grouped), k
+        )
+    context_ends = [min(s) for s in firsts_scored]  # index of each group's first scored token
     decoder = decoder_of(model)
     # Where positions come from the attention mask (ALiBi), the concatenated mask gives them.
     positions_given = takes_position_ids(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    grouped = [sequences[g * k : (g + 1) * k] for g in range(len(groups))]
-    prefix_lengths, order = shared_prefix_plan(grouped, batch_size)
-    scores = torch.zeros(len(groups), k, dtype=torch.float64)
+    scores = torch.zeros(len(grouped), k, dtype=torch.float64)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for batch in progress(batches) if progress else batches:
         members = [grouped[g] for g in batch]
@@ -179,14 +271,15 @@ def score_with_shared_prefix(
         out = decoder(input_ids=ids, attention_mask=mask, use_cache=True)
         hidden, cache = out.last_hidden_state, out.cache
         lengths = torch.tensor(shared, device=device)
-        inside = (
-            torch.arange(ids.shape[1], device=device)[None, :] < lengths[:, None] - 1
-        )  # position t predicts token t + 1
+        starts = torch.tensor([context_ends[g] for g in batch], device=device)
+        # Position t predicts token t + 1, scored from the first continuation token on, up to the prefix's end.
+        t = torch.arange(ids.shape[1], device=device)[None, :]
+        inside = (t < lengths[:, None] - 1) & (t >= starts[:, None] - 1)
         within = _summed_per_row(model, hidden, ids.roll(-1, dims=1), inside)  # the wrapped column is never inside
-        last = hidden[torch.arange(len(batch), device=device), lengths - 1]  # predicts each candidate's first own token
+        last = hidden[torch.arange(len(batch), device=device), lengths - 1]  # predicts each member's first own token
         first = torch.tensor([[m[j][p] for j in range(k)] for m, p in zip(members, shared)], device=device)
         firsts = _token_logprobs(model, last.repeat_interleave(k, dim=0), first.flatten()).view(len(batch), k)
-        # 2. Each candidate's own tokens on top of its group's cache.
+        # 2. Each member's own tokens on top of its group's cache.
         rests = [m[j][p:] for m, p in zip(members, shared) for j in range(k)]
         totals = within[:, None] + firsts
         if max(len(r) for r in rests) > 1:
@@ -206,6 +299,43 @@ def score_with_shared_prefix(
             )
         scores[torch.tensor(batch)] = totals.cpu()
     return scores
+
+
+def score_with_shared_prefix(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    groups: Sequence[Sequence[str]],
+    *,
+    batch_size: int = 32,
+    progress: Callable | None = None,
+) -> Tensor:
+    """Like :func:`score_sequences` for groups of continuations that share a beginning, ``[n_groups, k]``.
+
+    XNLI's three candidates share the premise: its tokens go through the model once per group,
+    and only each candidate's remaining tokens run on top of the cached keys and values.
+    """
+    k = len(groups[0])
+    pairs = lm_eval_pairs(tokenizer, [("", c) for group in groups for c in group])
+    grouped = [pairs[g * k : (g + 1) * k] for g in range(len(groups))]
+    return score_pairs_shared(model, tokenizer, grouped, batch_size=batch_size, progress=progress)
+
+
+def score_contexts(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: Sequence[tuple[str, Sequence[str]]],
+    *,
+    batch_size: int = 32,
+    progress: Callable | None = None,
+) -> Tensor:
+    """Per ``(context, continuations)``, lm-eval's log-likelihood of each continuation given the context
+    (``""``: given the BOS token), ``[len(requests), k]`` float64; the context runs once per request."""
+    k = len(requests[0][1])
+    if any(len(c) != k for _, c in requests):
+        raise ValueError(f"every request needs {k} continuations, got {sorted({len(c) for _, c in requests})}")
+    pairs = lm_eval_pairs(tokenizer, [(context, c) for context, conts in requests for c in conts])
+    grouped = [pairs[g * k : (g + 1) * k] for g in range(len(requests))]
+    return score_pairs_shared(model, tokenizer, grouped, batch_size=batch_size, progress=progress)
 
 
 def score_xnli(
@@ -229,17 +359,20 @@ def score_xnli(
 
 
 def classification_scores(
-    predictions: Sequence[int], labels: Sequence[int], num_classes: int = 3
+    predictions: Sequence[int], labels: Sequence[int], num_classes: int | None = None
 ) -> dict[str, float | int]:
     """lm-eval's ``acc`` as the exact fraction ``correct / n``, and macro F1 over the classes.
 
     Plain counting rather than torchmetrics: its float32 accuracy prints 0.35 as 0.3499999940395355,
     and importing it costs the ``zeroshot`` command over a second. Macro F1 averages the classes that
     occur among labels or predictions, as torchmetrics' ``multiclass_f1_score(average="macro")`` does
-    (the tests check the two agree).
+    (the tests check the two agree). ``num_classes`` (default: every class seen) only bounds the classes
+    looked at; a class absent from both adds nothing, so 2 (XCOPA, XStoryCloze) and 3 give the same numbers.
     """
     if len(predictions) != len(labels) or not labels:
         raise ValueError(f"need as many predictions as labels (at least one), got {len(predictions)} and {len(labels)}")
+    if num_classes is None:
+        num_classes = 1 + max(max(predictions), max(labels))
     correct = sum(int(p == t) for p, t in zip(predictions, labels))
     f1s = []
     for c in range(num_classes):

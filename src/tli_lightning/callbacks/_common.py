@@ -10,7 +10,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from tli_lightning.errors import TLIError
@@ -164,62 +163,3 @@ def measured(device: torch.device) -> Iterator[dict[str, Any]]:
     yield cost
     cost["wall_s"] = round(time.perf_counter() - start, 3)
     cost["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated(device)) if cuda else None
-
-
-class EpochMeasurement(Callback):
-    """Runs :meth:`evaluate` before training (the baseline) and after every ``every_n_epochs`` epochs.
-
-    A run resumed from a checkpoint keeps the baseline saved in it instead of measuring a new one. Each
-    evaluation's cost is kept in ``timings`` (``{"name", "wall_s", "peak_memory_bytes"}``, in order), which
-    subclasses save with their state so a resumed run reports every evaluation's cost.
-    """
-
-    every_n_epochs: int = 1
-    # The measurement's name in summary.json's provenance.timings.evaluations.
-    measurement: str = "measurement"
-
-    def __init__(self) -> None:
-        self.timings: list[dict[str, Any]] = []
-
-    def _evaluate_measured(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        with measured(pl_module.device) as cost:
-            self.evaluate(trainer, pl_module, name)
-        # setdefault: a subclass written before timings existed may not call this class's __init__.
-        self.__dict__.setdefault("timings", []).append({"name": name, **cost})
-
-    def has_baseline(self) -> bool:
-        raise NotImplementedError
-
-    def last_step(self) -> int | None:
-        """The global step of the latest evaluation (None before the baseline)."""
-        raise NotImplementedError
-
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        raise NotImplementedError
-
-    def publish(self, trainer: L.Trainer) -> None:
-        """Log the latest evaluation's scalars and figure."""
-        raise NotImplementedError
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._trained_this_session = False
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._trained_this_session = True
-        if not self.has_baseline():
-            self._evaluate_measured(trainer, pl_module, "baseline")
-        elif self.last_step() == trainer.global_step:
-            # Resumed where the latest evaluation was logged: TensorBoard hides what the interrupted
-            # session logged from this step on (purge_step), this evaluation included. Show it again.
-            self.publish(trainer)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Resumed with nothing left to train (a stop asked for during the last epoch's evaluation):
-        # Lightning skips on_train_start, but TensorBoard hides that evaluation all the same.
-        resumed_done = not getattr(self, "_trained_this_session", True) and self.has_baseline()
-        if resumed_done and self.last_step() == trainer.global_step:
-            self.publish(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._evaluate_measured(trainer, pl_module, f"epoch_{trainer.current_epoch + 1:02d}")

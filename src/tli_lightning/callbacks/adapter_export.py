@@ -26,7 +26,7 @@ class AdapterExport(Callback):
     --adapter DIR`` read it, so an adapter is measured on its own base.
 
     ``README.md`` (in place of PEFT's blank template) is the adapter's card: base model, method, target
-    layer, data fingerprints, the epoch's numbers (the ``align/*`` and ``xnli/*`` metrics in
+    layer, data fingerprints, the epoch's numbers (the ``align/*`` and every measurement's metrics in
     ``trainer.callback_metrics``: place this callback after the evaluation callbacks to have that epoch's)
     and the command that made it.
 
@@ -142,18 +142,23 @@ def adapter_card(
                 f"`{data.get('control_path')}`: {len(datamodule.control_pairs)} pairs (never trained)",
             ),
             _row(
-                "XNLI",
-                f"`{data.get('xnli_source')}` {data.get('xnli_split')}, "
-                + ", ".join(f"{lang}: {len(rows)}" for lang, rows in datamodule.xnli.items()),
+                "zero-shot tasks",
+                ", ".join(
+                    f"{spec.task} (`{spec.path}`): {len(datamodule.reasoning.get(spec.task, []))}"
+                    for spec in datamodule.reasoning_tasks
+                ),
             ),
             *(_row(f"fingerprint {key}", f"`{value}`") for key, value in datamodule.fingerprint().items()),
         ]
-    numbers = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("align/", "xnli/"))}
+    from tli_lightning.callbacks.measurement import measurements
+
+    prefixes = ("align/", *(f"{m.key}/" for m in measurements(trainer)))
+    numbers = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefixes)}
     lines += ["", f"## Numbers after epoch {epoch}", ""]
     if numbers:
         lines += [
-            "gap = pair cosine - random-pair cosine (alignment beyond a global shift); retention = XNLI accuracy now "
-            "/ before training.",
+            "gap = pair cosine - random-pair cosine (alignment beyond a global shift); retention = a task's accuracy "
+            "now / before training.",
             "",
             "| metric | value |",
             "| --- | --- |",

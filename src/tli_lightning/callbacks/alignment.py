@@ -11,27 +11,25 @@ from torch import Tensor
 
 from tli_lightning.alignment import METRICS, alignment_report, embed_all_layers, words_of
 from tli_lightning.callbacks._common import (
-    EpochMeasurement,
     Getter,
     default_model,
     default_tokenizer,
     evaluating,
     gather_rows,
-    log_dir,
-    log_scalars,
     progress_bar,
-    save_figure,
     shard,
-    write_json,
 )
+from tli_lightning.callbacks.measurement import Measurement
 from tli_lightning.errors import TLIError
 from tli_lightning.lexicon import Pair
 
 # The metrics logged as scalars (every metric of every layer is in the JSON and the figure).
 SCALAR_METRICS = ("csls_p_at_1", "gap", "cos", "cos_random")  # the primary endpoint first
+# The metrics of summary.json's headline, baseline -> final, at the target and final layers.
+HEADLINE_METRICS = ("csls_p_at_1", "cos", "cos_random", "gap", "p_at_1_s2t", "p_at_1_t2s")
 
 
-class LayerwiseAlignment(EpochMeasurement):
+class LayerwiseAlignment(Measurement):
     """Measure how close translation pairs are at every layer (``hidden_states`` 0..N).
 
     Runs before the first training step (the baseline) and after every ``every_n_epochs``
@@ -63,9 +61,11 @@ class LayerwiseAlignment(EpochMeasurement):
         scalar_layers: ``hidden_states`` indices logged as scalars (negative: from the end), or ``all``;
             default: the LightningModule's ``target_layer`` (if it has one) and the final layer (-1).
         scalar_metrics: The metrics logged as scalars for those layers.
+        key: The results' folder under the log directory (and the state key: several instances coexist).
     """
 
-    measurement = "alignment"
+    kind = "alignment"
+    figure_name = "per_layer"
 
     def __init__(
         self,
@@ -79,6 +79,7 @@ class LayerwiseAlignment(EpochMeasurement):
         get_tokenizer: Getter = default_tokenizer,
         scalar_layers: Sequence[int] | Literal["all"] | None = None,
         scalar_metrics: Sequence[str] = SCALAR_METRICS,
+        key: str = "alignment",
     ) -> None:
         unknown = sorted(set(scalar_metrics) - set(METRICS))
         if unknown:
@@ -88,10 +89,9 @@ class LayerwiseAlignment(EpochMeasurement):
                 f"LayerwiseAlignment: every_n_epochs and batch_size must be >= 1 and limit >= 2, got "
                 f"{every_n_epochs}, {batch_size}, {limit}"
             )
-        super().__init__()
+        super().__init__(key, every_n_epochs)
         self.pair_sets = pair_sets
         self.limit = limit
-        self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
         self.word_template = word_template
         self.progress = progress
@@ -99,8 +99,7 @@ class LayerwiseAlignment(EpochMeasurement):
         self.get_tokenizer = get_tokenizer
         self.scalar_layers = scalar_layers
         self.scalar_metrics = tuple(scalar_metrics)
-        self.baseline: dict | None = None
-        self.last: dict | None = None
+        self._logged: list[int] = []  # the layers logged as scalars, set by each measure
 
     def _sets(self, trainer: L.Trainer) -> dict[str, list[Pair]]:
         sets = self.pair_sets
@@ -137,18 +136,14 @@ class LayerwiseAlignment(EpochMeasurement):
                     gather_rows(trainer, with_bos[:count], len(words)),
                 )
 
-        return alignment_report(layers(), words, sets)
+        report = alignment_report(layers(), words, sets)
+        target = getattr(trainer.lightning_module, "target_layer", None)
+        report["target_layer"] = target if isinstance(target, int) else None
+        self._logged = self.logged_layers(trainer, report["layers"])
+        return report
 
-    def has_baseline(self) -> bool:
-        return self.baseline is not None
-
-    def last_step(self) -> int | None:
-        return None if self.last is None else self.last["global_step"]
-
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        report = self.measure(trainer, pl_module)
-        report["epoch"] = trainer.current_epoch + (0 if name == "baseline" else 1)
-        report["global_step"] = trainer.global_step
+    def compact(self, report: dict) -> dict:
+        # Without the per-pair and per-query lists: those are in the JSON files, and state rides in every checkpoint.
         summary = {k: v for k, v in report.items() if k != "sets"}
         summary["sets"] = {
             s: {
@@ -158,32 +153,81 @@ class LayerwiseAlignment(EpochMeasurement):
             }
             for s, e in report["sets"].items()
         }
-        summary["name"] = name
-        if self.baseline is None:
-            self.baseline = summary
-        self.last = summary
-        directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
-        if trainer.is_global_zero:
-            write_json(directory / "alignment" / f"{name}.json", report)
-        self.publish(trainer)
+        return summary
 
-    def publish(self, trainer: L.Trainer) -> None:
+    def scalars(self, report: dict) -> dict[str, float]:
+        return {
+            f"align/{s}/{m}/layer_{layer:02d}": values[m][layer]
+            for s, values in report["sets"].items()
+            for m in self.scalar_metrics
+            for layer in self._logged
+        }
+
+    @property
+    def baseline(self) -> dict | None:
+        """The evaluation before training (its :meth:`compact` form)."""
+        return self.first
+
+    def figure(self, trainer: L.Trainer) -> Any:
         from tli_lightning.plots import alignment_figure
 
-        last = self.last
-        scalars = {
-            f"align/{s}/{m}/layer_{layer:02d}": values[m][layer]
-            for s, values in last["sets"].items()
-            for m in self.scalar_metrics
-            for layer in self.logged_layers(trainer, last["layers"])
+        last, first = self.last, self.first
+        before = None if last is first or last == first else first
+        target = getattr(trainer.lightning_module, "target_layer", None)
+        return alignment_figure(last, before, title=f"alignment, {last['name']}", target_layer=target)
+
+    def headline(self) -> dict[str, Any] | None:
+        if self.first is None:
+            return None
+        before, after = self.first, self.last
+        target = before.get("target_layer")
+        layers = sorted({target or 0, before["layers"][-1]})
+        return {
+            "primary_endpoint": "csls_p_at_1 of the control set: CSLS retrieval of the right translation among "
+            "every target word of the sets, on mean-centered vectors (a shift or rescaling cannot move it); "
+            "gap, cos and cos_random are descriptive",
+            "epoch": after["epoch"],
+            "target_layer": target,
+            "layers": {
+                str(layer): {
+                    name: {
+                        **{m: [entry[m][layer], after["sets"][name][m][layer]] for m in HEADLINE_METRICS},
+                        "chance_p_at_1": entry.get("chance_p_at_1"),
+                        "queries": entry.get("queries"),
+                    }
+                    for name, entry in before["sets"].items()
+                }
+                for layer in layers
+            },
         }
-        log_scalars(trainer, scalars, last["global_step"])
-        directory = log_dir(trainer)
-        if trainer.is_global_zero:
-            before = None if last is self.baseline or last == self.baseline else self.baseline
-            target = getattr(trainer.lightning_module, "target_layer", None)
-            figure = alignment_figure(last, before, title=f"alignment, {last['name']}", target_layer=target)
-            save_figure(trainer, directory, "align/per_layer", figure, last["global_step"])
+
+    @classmethod
+    def summary_lines(cls, key: str, headline: dict[str, Any]) -> list[str]:
+        lines = [
+            f"alignment, before training -> epoch {headline['epoch']} (primary: CSLS P@1, retrieval among every "
+            "target word, centered; gap = pair - random-pair cosine, descriptive):"
+        ]
+        for layer, sets in headline["layers"].items():
+            which = "target" if int(layer) == headline.get("target_layer") else "final"
+            for name, m in sets.items():
+                p, chance, n = m.get("csls_p_at_1"), m.get("chance_p_at_1"), m.get("queries")
+                hits = f"{round(p[0] * n)}/{n} -> {round(p[1] * n)}/{n}" if p and n else ""
+                primary = f"CSLS P@1 {hits} (chance {chance:.3f})   " if p and chance else ""
+                lines.append(
+                    f"  layer {layer:>2} ({which:6}) {name:8} {primary}gap {m['gap'][0]:+.3f} -> {m['gap'][1]:+.3f}   "
+                    f"cos {m['cos'][0]:.3f} -> {m['cos'][1]:.3f}"
+                )
+        return lines
+
+    @classmethod
+    def hparam_metrics(cls, key: str, headline: dict[str, Any]) -> dict[str, float]:
+        metrics = {}
+        for layer, sets in headline["layers"].items():
+            which = "target" if int(layer) == headline.get("target_layer") else "final"
+            for name, values in sets.items():
+                metrics[f"hparams/{name}_csls_p_at_1_{which}_layer"] = values["csls_p_at_1"][1]  # the primary endpoint
+                metrics[f"hparams/{name}_gap_{which}_layer"] = values["gap"][1]
+        return metrics
 
     def logged_layers(self, trainer: L.Trainer, layers: Sequence[int]) -> list[int]:
         """The layers among ``layers`` (0..N) whose metrics are logged as scalars."""
@@ -198,11 +242,3 @@ class LayerwiseAlignment(EpochMeasurement):
         if self.scalar_layers is None and isinstance(target, int):
             chosen.append(target)
         return sorted({final + 1 + layer if layer < 0 else layer for layer in chosen} & set(layers))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "last": self.last, "timings": self.timings}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.baseline = state_dict.get("baseline")
-        self.last = state_dict.get("last")
-        self.timings = list(state_dict.get("timings", []))

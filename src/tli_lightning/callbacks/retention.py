@@ -1,4 +1,4 @@
-"""``ZeroShotRetention``: lm-eval-exact zero-shot XNLI before training and after each epoch."""
+"""``ZeroShotRetention``: lm-eval-exact zero-shot multiple-choice tasks before training and after each epoch."""
 
 from __future__ import annotations
 
@@ -9,155 +9,172 @@ import lightning as L
 import torch
 
 from tli_lightning.callbacks._common import (
-    EpochMeasurement,
     Getter,
     default_model,
     default_tokenizer,
     evaluating,
-    log_dir,
-    log_scalars,
     progress_bar,
-    save_figure,
     sharded_map,
-    write_json,
 )
+from tli_lightning.callbacks.measurement import Measurement
 from tli_lightning.errors import TLIError
-from tli_lightning.xnli import XNLIExample, candidate_templates
-from tli_lightning.zeroshot import classification_scores, score_xnli
+from tli_lightning.tasks import TASKS, Example, score_examples
+from tli_lightning.zeroshot import classification_scores
 
 
-class ZeroShotRetention(EpochMeasurement):
-    """Zero-shot XNLI accuracy per language, and how much of it survives training.
+class ZeroShotRetention(Measurement):
+    """Zero-shot accuracy per task (XNLI, XCOPA, XStoryCloze, ...), and how much of it survives training.
 
-    Scores exactly as lm-evaluation-harness's ``xnli_<lang>`` (see :mod:`tli_lightning.zeroshot`)
-    before the first training step and after every ``every_n_epochs`` epochs. Logs
-    ``xnli/<lang>/acc``, ``xnli/<lang>/macro_f1`` and ``xnli/<lang>/retention`` (accuracy now /
-    accuracy before training), a TensorBoard figure ``xnli/accuracy`` (also a PNG under
-    ``<log_dir>/figures/``) and a JSON file per evaluation under ``<log_dir>/xnli/`` with
-    per-example log-likelihoods. Accuracy is the exact fraction ``correct / n``.
+    Scores each task exactly as lm-evaluation-harness does (see :mod:`tli_lightning.tasks`) before the first
+    training step and after every ``every_n_epochs`` epochs. Logs ``<key>/<task>/acc``,
+    ``<key>/<task>/macro_f1`` and ``<key>/<task>/retention`` (accuracy now / accuracy before training; one
+    TensorBoard chart per task), a figure ``<key>/accuracy`` (also a PNG under ``<log_dir>/figures/``) and a
+    JSON file per evaluation under ``<log_dir>/<key>/`` with per-example log-likelihoods. Accuracy is the exact
+    fraction ``correct / n``.
 
-    Works with any LightningModule exposing a Hugging Face causal LM as ``.model`` and its
-    tokenizer as ``.tokenizer`` (or pass ``get_model``/``get_tokenizer``)::
+    Works with any LightningModule exposing a Hugging Face causal LM as ``.model`` and its tokenizer as
+    ``.tokenizer`` (or pass ``get_model``/``get_tokenizer``)::
 
-        trainer = L.Trainer(callbacks=[ZeroShotRetention(examples={"sw": sw_examples})])
+        from tli_lightning.tasks import load_examples
+        tasks = {name: load_examples(name, "demo") for name in ("xnli_sw", "xcopa_sw")}
+        trainer = L.Trainer(callbacks=[ZeroShotRetention(tasks=tasks)])
 
     Args:
-        examples: ``{language: [XNLIExample, ...]}``; default: the DataModule's ``xnli``.
-        templates: ``{language: (entailment, neutral, contradiction)}`` ``str.format``
-            templates with ``{premise}``/``{hypothesis}``, replacing lm-eval's verbalizers.
-        limit: At most this many examples per language (the first ones).
+        tasks: ``{task name: [Example, ...]}`` (lm-eval's task names; a name outside
+            :data:`tli_lightning.tasks.TASKS` is scored the same way, chance = 1 / its choices); default: the
+            DataModule's ``reasoning``.
+        limit: At most this many examples per task (the first ones).
         every_n_epochs: Evaluate after every n-th epoch.
-        batch_size: XNLI examples per forward pass (each with its three candidates).
+        batch_size: Examples per forward pass (each with all its choices).
         progress: Show a progress bar.
+        key: The results' folder under the log directory and the scalars' prefix (several instances coexist).
     """
 
-    measurement = "xnli"
+    kind = "multiple_choice"
+    figure_name = "accuracy"
 
     def __init__(
         self,
-        examples: Mapping[str, Sequence[XNLIExample]] | None = None,
-        templates: Mapping[str, tuple[str, str, str]] | None = None,
+        tasks: Mapping[str, Sequence[Example]] | None = None,
         limit: int | None = None,
         every_n_epochs: int = 1,
         batch_size: int = 32,
         progress: bool = True,
         get_model: Getter = default_model,
         get_tokenizer: Getter = default_tokenizer,
+        key: str = "reasoning",
     ) -> None:
-        if every_n_epochs < 1 or batch_size < 1 or (limit is not None and limit < 1):
-            raise TLIError(
-                f"ZeroShotRetention: every_n_epochs, batch_size and limit must be >= 1, got "
-                f"{every_n_epochs}, {batch_size}, {limit}"
-            )
-        super().__init__()
-        self.examples = examples
-        self.templates = dict(templates or {})
+        if batch_size < 1 or (limit is not None and limit < 1):
+            raise TLIError(f"ZeroShotRetention: batch_size and limit must be >= 1, got {batch_size}, {limit}")
+        super().__init__(key, every_n_epochs)
+        self.tasks = tasks
         self.limit = limit
-        self.every_n_epochs = every_n_epochs
         self.batch_size = batch_size
         self.progress = progress
         self.get_model = get_model
         self.get_tokenizer = get_tokenizer
-        self.baseline: dict[str, float] = {}
-        self.history: list[dict[str, float]] = []
 
-    def _examples(self, trainer: L.Trainer) -> dict[str, list[XNLIExample]]:
-        examples = self.examples
-        if examples is None:
-            examples = getattr(trainer.datamodule, "xnli", None)
-            if examples is None:
-                raise TLIError("ZeroShotRetention needs examples=..., or a DataModule with an `xnli` dict")
-        return {lang: list(rows)[: self.limit] for lang, rows in examples.items()}
+    def _tasks(self, trainer: L.Trainer) -> dict[str, list[Example]]:
+        tasks = self.tasks
+        if tasks is None:
+            tasks = getattr(trainer.datamodule, "reasoning", None)
+            if tasks is None:
+                raise TLIError("ZeroShotRetention needs tasks=..., or a DataModule with a `reasoning` dict")
+        return {name: list(rows)[: self.limit] for name, rows in tasks.items()}
 
     @torch.no_grad()
-    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, Any]]:
-        """``{language: {"acc", "correct", "n", "macro_f1", "loglikelihoods", "labels"}}`` for one evaluation."""
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """``{"tasks": {task: {"acc", "correct", "n", "macro_f1", "retention", "chance", "language", "rows",
+        "loglikelihoods", "labels"}}}`` for one evaluation."""
         model, tokenizer = self.get_model(pl_module), self.get_tokenizer(pl_module)
         results = {}
         with evaluating(model, trainer):
-            for language, examples in self._examples(trainer).items():
-                templates = self.templates.get(language) or candidate_templates(language)
-                bar = progress_bar(trainer, f"xnli {language}", self.progress)
+            for name, examples in self._tasks(trainer).items():
+                bar = progress_bar(trainer, name, self.progress)
                 loglik = sharded_map(
                     trainer,
                     examples,
-                    lambda shard, templates=templates, bar=bar: score_xnli(
-                        model, tokenizer, shard, templates=templates, batch_size=self.batch_size, progress=bar
+                    lambda shard, bar=bar: score_examples(
+                        model, tokenizer, shard, batch_size=self.batch_size, progress=bar
                     ),
                 )
                 labels = [e.label for e in examples]
-                scores = classification_scores(loglik.argmax(dim=1).tolist(), labels)
-                results[language] = {**scores, "loglikelihoods": loglik.tolist(), "labels": labels}
-        return results
-
-    def has_baseline(self) -> bool:
-        return bool(self.baseline)
-
-    def last_step(self) -> int | None:
-        return self.history[-1]["global_step"] if self.history else None
-
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> None:
-        results = self.measure(trainer, pl_module)
-        if not self.baseline:
-            self.baseline = {lang: r["acc"] for lang, r in results.items()}
-        scalars: dict[str, float] = {}
-        counts: dict[str, list[int]] = {}
-        for lang, r in results.items():
-            base = self.baseline.get(lang, float("nan"))
-            r["retention"] = r["acc"] / base if base else float("nan")
-            scalars.update(
-                {
-                    f"xnli/{lang}/acc": r["acc"],
-                    f"xnli/{lang}/macro_f1": r["macro_f1"],
-                    f"xnli/{lang}/retention": r["retention"],
+                choices = loglik.shape[1]
+                scores = classification_scores(loglik.argmax(dim=1).tolist(), labels, num_classes=choices)
+                task = TASKS.get(name)
+                base = (self.first or {}).get("tasks", {}).get(name, {}).get("acc")
+                if base is None:  # this is the baseline
+                    base = scores["acc"]
+                results[name] = {
+                    **scores,
+                    "retention": scores["acc"] / base if base else float("nan"),
+                    "chance": 1 / choices,
+                    "language": task.language if task else None,
+                    "benchmark": task.benchmark if task else None,
+                    "rows": [e.row for e in examples],
+                    "loglikelihoods": loglik.tolist(),
+                    "labels": labels,
                 }
-            )
-            counts[lang] = [r["correct"], r["n"]]
-        epoch = trainer.current_epoch + (0 if name == "baseline" else 1)
-        self.history.append({"epoch": epoch, "global_step": trainer.global_step, **scalars, "correct_of": counts})
-        directory = log_dir(trainer)  # a collective: every rank, before the rank-0 branch
-        if trainer.is_global_zero:
-            write_json(
-                directory / "xnli" / f"{name}.json",
-                {"epoch": epoch, "global_step": trainer.global_step, "languages": results},
-            )
-        self.publish(trainer)
+        return {"tasks": results}
 
-    def publish(self, trainer: L.Trainer) -> None:
+    def compact(self, report: dict[str, Any]) -> dict[str, Any]:
+        kept = ("acc", "correct", "n", "macro_f1", "retention", "chance", "language")
+        return {"tasks": {name: {k: r[k] for k in kept} for name, r in report["tasks"].items()}}
+
+    def scalars(self, report: dict[str, Any]) -> dict[str, float]:
+        return {
+            f"{self.key}/{name}/{what}": r[what]
+            for name, r in report["tasks"].items()
+            for what in ("acc", "macro_f1", "retention")
+        }
+
+    @property
+    def baseline(self) -> dict[str, float]:
+        """``{task: accuracy before training}``."""
+        return {name: r["acc"] for name, r in (self.first or {}).get("tasks", {}).items()}
+
+    def figure(self, trainer: L.Trainer) -> Any:
         from tli_lightning.plots import retention_figure
 
-        last = self.history[-1]
-        scalars = {k: v for k, v in last.items() if k.startswith("xnli/")}
-        log_scalars(trainer, scalars, last["global_step"])
-        directory = log_dir(trainer)
-        if trainer.is_global_zero:
-            figure = retention_figure(self.history, list(last["correct_of"]))
-            save_figure(trainer, directory, "xnli/accuracy", figure, last["global_step"])
+        chance = {name: r["chance"] for name, r in self.last["tasks"].items()}
+        return retention_figure(self.history, chance, prefix=self.key)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "history": self.history, "timings": self.timings}
+    def headline(self) -> dict[str, Any] | None:
+        if self.first is None:
+            return None
+        first, last = self.first["tasks"], self.last["tasks"]
+        return {
+            "epoch": self.last["epoch"],
+            "tasks": {
+                name: {
+                    "acc": [first[name]["acc"], r["acc"]],
+                    "correct_of": [[first[name]["correct"], first[name]["n"]], [r["correct"], r["n"]]],
+                    "retention": r["retention"],
+                    "chance": r["chance"],
+                    "language": r.get("language"),
+                }
+                for name, r in last.items()
+            },
+        }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.baseline = dict(state_dict.get("baseline", {}))
-        self.history = list(state_dict.get("history", []))
-        self.timings = list(state_dict.get("timings", []))
+    @classmethod
+    def summary_lines(cls, key: str, headline: dict[str, Any]) -> list[str]:
+        lines = [f"zero-shot accuracy ({key}), before training -> epoch {headline['epoch']}:"]
+        width = max((len(name) for name in headline["tasks"]), default=0)
+        for name, r in headline["tasks"].items():
+            (c0, n0), (c1, n1) = r["correct_of"]
+            retention = r["retention"]
+            retained = "n/a" if retention is None or retention != retention else f"{retention:.3f}"
+            lines.append(
+                f"  {name:{width}}  {c0}/{n0} = {r['acc'][0]:.3f} -> {c1}/{n1} = {r['acc'][1]:.3f}   "
+                f"change {r['acc'][1] - r['acc'][0]:+.3f}   retention {retained}   (chance {r['chance']:.3f})"
+            )
+        return lines
+
+    @classmethod
+    def hparam_metrics(cls, key: str, headline: dict[str, Any]) -> dict[str, float]:
+        metrics = {}
+        for name, r in headline["tasks"].items():
+            metrics[f"hparams/{name}_acc"] = r["acc"][1]
+            metrics[f"hparams/{name}_retention"] = r["retention"]
+        return metrics

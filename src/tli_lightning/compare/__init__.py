@@ -1,8 +1,9 @@
 """``python -m tli_lightning compare``: finished runs side by side, with paired statistics and a verdict.
 
-Reads only what runs wrote (``summary.json``, ``alignment/*.json``, ``xnli/*.json`` in
-``logs/<name>/version_<n>/``); nothing is loaded or re-measured. The run's name is its comparison arm;
-runs of one arm with different seeds are aggregated (one arm per learning rate when a name was swept).
+Reads only what runs wrote (``summary.json`` and each measurement's folder, e.g. ``alignment/``,
+``reasoning/``, ``lm/``, in ``logs/<name>/version_<n>/``, discovered by the kind their files name); nothing
+is loaded or re-measured. The run's name is its comparison arm; runs of one arm with different seeds are
+aggregated (one arm per learning rate when a name was swept).
 Writes ``report.md``, ``report.json`` (every number of the report) and three PNG figures into ``--output``.
 The primary alignment endpoint is CSLS retrieval over a shared pool (:mod:`tli_lightning.alignment`); every
 answer comes from a two-stage bootstrap CI under the rules of :mod:`tli_lightning.compare.verdict`.

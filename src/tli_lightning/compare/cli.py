@@ -26,13 +26,14 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Compare runs side by side, baseline -> final, from what they wrote (nothing is re-measured), and answer "
             "in plain words, each answer from a 95% CI that counts seed and example noise (yes / no / inconclusive "
-            "/ not answerable, rules printed in the report): does early-layer LoRA preserve zero-shot XNLI better "
-            "than full fine-tuning, and does it retrieve never-trained (control) translations above chance and "
-            "better than before training? Primary alignment endpoint: CSLS P@1 over one candidate pool shared by "
-            "every set and run, on mean-centered vectors (a shift or rescaling of the space cannot move it). A run's "
-            "name (--trainer.logger.init_args.name) is its arm; runs of one arm with different seeds are "
-            "aggregated. Arms may differ in any model setting; runs must share their data (pairs, XNLI examples and "
-            f"languages) and their base model. {LAYERS_NOTE}"
+            "/ not answerable, rules printed in the report): does early-layer LoRA preserve zero-shot reasoning "
+            "(each task: XNLI, XCOPA, XStoryCloze, ...) better than full fine-tuning, and does it retrieve "
+            "never-trained (control) translations above chance and better than before training? Primary alignment "
+            "endpoint: CSLS P@1 over one candidate pool shared by every set and run, on mean-centered vectors (a "
+            "shift or rescaling of the space cannot move it). A run's name (--trainer.logger.init_args.name) is its "
+            "arm; runs of one arm with different seeds are aggregated. Arms may differ in any model setting; runs "
+            "must share their data (pairs, task examples, held-out texts) and their base model. "
+            f"{LAYERS_NOTE}"
         ),
     )
     parser.add_argument(

@@ -1,13 +1,11 @@
 """The report's PNG figures (matplotlib's Figure API, no pyplot): the learning-vs-forgetting trade-off, the
-primary endpoint per layer, and XNLI accuracy with its confidence intervals. Legends sit beside the axes,
+primary endpoint per layer, and zero-shot accuracy with its confidence intervals. Legends sit beside the axes,
 never over the data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-from tli_lightning.compare._shared import CHANCE_XNLI
 
 
 def _bar(value: float, interval: Any) -> list[list[float]]:
@@ -45,18 +43,18 @@ def _save(fig: Any, path: Path) -> None:
 
 def figure_tradeoff(report: dict[str, Any], path: Path) -> None:
     """Learning vs forgetting (Biderman et al. 2024): x = the primary alignment gain on control pairs, y = the
-    XNLI accuracy change, one panel per language, one point per run with its CIs, each arm's learning rates
+    zero-shot accuracy change, one panel per task, one point per run with its CIs, each arm's learning rates
     joined (means per rate) so that methods compare along a curve, not at one recipe each."""
     layer = report["settings"]["stats_layer"]
     colors = _arm_colors(report)
-    languages = report["data"]["xnli_languages"]
-    fig, axes = _figure(len(languages))
-    for ax, lang in zip(axes, languages):
+    tasks = report["data"]["tasks"]
+    fig, axes = _figure(len(tasks))
+    for ax, task in zip(axes, tasks):
         for arm in dict.fromkeys(r["method"] for r in report["runs"]):  # a recipe: its rates join one curve
             points = []
             for r in (r for r in report["runs"] if r["method"] == arm):
                 e = r["endpoint"].get(str(layer), {}).get("control")
-                x = r["xnli"].get(lang)
+                x = r["reasoning"].get(task)
                 if e is None or x is None:
                     continue
                 xerr, yerr = _bar(e["gain"], e["gain_ci"]), _bar(x["acc_diff"], x["acc_diff_ci"])
@@ -100,8 +98,8 @@ def figure_tradeoff(report: dict[str, Any], path: Path) -> None:
         ax.axvline(0, color="grey", linestyle=":", linewidth=1)
         ax.axhline(0, color="grey", linestyle=":", linewidth=1)
         ax.set_xlabel(f"control CSLS P@1 gain at layer {layer}\n(final - baseline; bars: 95% CIs)", fontsize=10)
-        ax.set_ylabel(f"XNLI {lang} accuracy change (final - baseline)", fontsize=10)
-        ax.set_title(f"learning vs forgetting, {lang}", fontsize=11)
+        ax.set_ylabel(f"{task} accuracy change (final - baseline)", fontsize=10)
+        ax.set_title(f"learning vs forgetting, {task}", fontsize=11)
         ax.grid(alpha=0.3)
     axes[-1].legend(title="arm: mean per learning rate", title_fontsize=9, **_LEGEND)
     _save(fig, path)
@@ -175,20 +173,21 @@ def figure_per_layer(report: dict[str, Any], path: Path) -> None:
 
 
 def figure_accuracy(report: dict[str, Any], path: Path) -> None:
-    """XNLI accuracy per run before and after training with Wilson 95% CIs, one panel per language, chance
+    """Zero-shot accuracy per run before and after training with Wilson 95% CIs, one panel per task, chance
     drawn: what "retention" is a ratio of, and how far from chance it sits."""
     from matplotlib.lines import Line2D
 
     colors = _arm_colors(report)
-    languages = report["data"]["xnli_languages"]
-    fig, axes = _figure(len(languages), width=4.6)
+    tasks = report["data"]["tasks"]
+    fig, axes = _figure(len(tasks), width=4.6)
     arms = list(report["arms"])
     offsets = []
-    for ax, lang in zip(axes, languages):
+    for ax, task in zip(axes, tasks):
+        chance = report["reasoning_context"][task]["chance"]
         for a, arm in enumerate(arms):
             members = [r for r in report["runs"] if r["arm"] == arm]
             for k, r in enumerate(members):
-                x = r["xnli"][lang]
+                x = r["reasoning"][task]
                 offset = a * 0.8 / max(1, len(arms)) + k * 0.6 / max(1, len(members)) / max(1, len(arms))
                 offsets.append(offset)
                 for stage in (0, 1):
@@ -205,12 +204,12 @@ def figure_accuracy(report: dict[str, Any], path: Path) -> None:
                         alpha=0.8,
                     )
         centre = (min(offsets) + max(offsets)) / 2 if offsets else 0.0
-        ax.axhline(CHANCE_XNLI, color="grey", linestyle=":", linewidth=1.2)
+        ax.axhline(chance, color="grey", linestyle=":", linewidth=1.2)
         ax.set_xticks([centre, 1 + centre], ["before training", "final"])
-        ax.set_ylabel(f"XNLI {lang} accuracy (Wilson 95% CI)", fontsize=10)
-        ax.set_title(f"zero-shot XNLI {lang}", fontsize=11)
+        ax.set_ylabel(f"{task} accuracy (Wilson 95% CI)", fontsize=10)
+        ax.set_title(f"zero-shot {task} (chance {chance:.2f})", fontsize=11)
         ax.grid(alpha=0.3, axis="y")
     handles = [Line2D([], [], color=colors[a], marker="o", linestyle="", label=a) for a in arms]
-    handles.append(Line2D([], [], color="grey", linestyle=":", label="chance (1/3)"))
+    handles.append(Line2D([], [], color="grey", linestyle=":", label="chance"))
     axes[-1].legend(handles=handles, **_LEGEND)
     _save(fig, path)

@@ -21,8 +21,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return lines + [""]
 
 
-def _arrow(pair: Sequence[Any], sign: bool = False) -> str:
-    return f"{_fmt(pair[0], sign=sign)} -> {_fmt(pair[1], sign=sign)}"
+def _arrow(pair: Sequence[Any], sign: bool = False, digits: int = 4) -> str:
+    return f"{_fmt(pair[0], digits, sign=sign)} -> {_fmt(pair[1], digits, sign=sign)}"
 
 
 PAPER = {
@@ -44,7 +44,7 @@ def _ci(pair: Sequence[Any] | None, sign: bool = True) -> str:
 def _verdict_lines(report: dict[str, Any]) -> list[str]:
     settings, arms = report["settings"], report["arms"]
     verdict = report["verdict"]
-    lines = ["## Verdict", "", "Decision rules, the same for every question, applied per language first:", ""]
+    lines = ["## Verdict", "", "Decision rules, the same for every question, applied per task first:", ""]
     lines += [
         f"- deciding: {verdict['rules']['decision']}",
         f"- combining: {verdict['rules']['combining']}",
@@ -66,8 +66,13 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
                 lines.append(f"  - **warning: {c['different_bases']}**")
             continue
         lines.append(f"{head}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
-        for lang, v in c["per_language"].items():
-            lines.append(f"  - {lang}{' (secondary)' if lang == 'pooled' else ''}: {v['answer']}: {v['words']}")
+        for task, v in c["per_task"].items():
+            lines.append(f"  - {task}{' (secondary)' if task == 'pooled' else ''}: {v['answer']}: {v['words']}")
+        for lang, v in c["lm"].items():
+            lines.append(
+                f"  - held-out text {lang}, mean token log-likelihood change, LoRA minus {full} (beside the "
+                f"retention answer): {v['answer']}: {v['words']}"
+            )
         lines.append(
             f"  - descriptive: mean accuracy change {lora} {_spread(c['acc_change'][lora], unit=' runs')}, {full} "
             f"{_spread(c['acc_change'][full], unit=' runs')}; retention (final / baseline, secondary, meaningless "
@@ -109,7 +114,7 @@ def _context_lines(report: dict[str, Any]) -> list[str]:
             f"- Retrieval: {pool.get('candidates')} candidates ({pool.get('words')}), CSLS k = {pool.get('k')}, "
             "mean-centered vectors; chance P@1 of a set is its mean of (right answers / candidates), in the tables."
         )
-    for lang, c in report["xnli_context"].items():
+    for task, c in report["reasoning_context"].items():
         mde = c["mde_observed"]
         observed = (
             (f"{mde:.3f}" if mde is not None else "none at all")
@@ -122,18 +127,19 @@ def _context_lines(report: dict[str, Any]) -> list[str]:
             for d, v in c["mde_at_discordance"].items()
         )
         lines.append(
-            f"- XNLI {lang}: chance {c['chance']:.3f} (3 labels); {', '.join(map(str, c['examples']))} examples; the "
+            f"- {task}: chance {c['chance']:.3f} ({c['choices']} choices); {', '.join(map(str, c['examples']))} "
+            "examples; the "
             f"smallest within-run accuracy change an exact McNemar test detects (alpha 0.05, 80% power): {observed} "
             f"({reference} of examples changing)."
         )
         if c["one_class_runs"]:
             lines.append(
-                f"  - **{c['one_class_runs']} of {c['runs']} runs predict one class for at least 95% of the {lang} "
-                "examples** (before or after training): their accuracy is the share of that class, not reasoning."
+                f"  - **{c['one_class_runs']} of {c['runs']} runs predict one choice for at least 95% of the {task} "
+                "examples** (before or after training): their accuracy is the share of that choice, not reasoning."
             )
         if c["below_chance_baselines"]:
             lines.append(
-                f"  - {c['below_chance_baselines']} of {c['runs']} runs start at or below chance in {lang}: a "
+                f"  - {c['below_chance_baselines']} of {c['runs']} runs start at or below chance in {task}: a "
                 "retention ratio there mostly measures drift back towards chance."
             )
     varies: dict[tuple, list[str]] = {}
@@ -212,7 +218,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     settings, runs, arms = report["settings"], report["runs"], report["arms"]
     layer, conf = settings["stats_layer"], settings["confidence"]
     labels = _labels(runs)
-    languages = report["data"]["xnli_languages"]
+    tasks = report["data"]["tasks"]
     lines = [
         f"# Comparison of {len(runs)} run(s), {len(arms)} arm(s)",
         "",
@@ -331,44 +337,87 @@ def format_markdown(report: dict[str, Any]) -> str:
             rows.append(cells)
         lines += _table(header, rows)
 
-    lines += ["## Zero-shot XNLI, baseline -> final", ""]
-    header = ["arm", "run", "seed"]
-    for lang in languages:
-        header += [
-            f"{lang} acc",
-            f"{lang} correct",
-            f"{lang} final 95% CI",
-            f"{lang} macro-F1",
-            f"{lang} one class",
-            f"{lang} retention",
-            f"{lang} McNemar p",
-            f"{lang} Holm p",
-        ]
-    header += ["mean retention"]
+    lines += ["## Zero-shot tasks, baseline -> final", ""]
+    header = [
+        "arm",
+        "run",
+        "seed",
+        "task",
+        "chance",
+        "acc",
+        "correct",
+        "final 95% CI",
+        "macro-F1",
+        "one choice",
+        "retention",
+        "McNemar p",
+        "Holm p",
+    ]
     rows = []
     for r, label in zip(runs, labels):
-        cells = [r["arm"], label, r["seed"]]
         holm_p = {t["test"]: t["holm_p"] for t in r["tests"]}
-        for lang in languages:
-            x = r["xnli"][lang]
+        for task in tasks:
+            x = r["reasoning"][task]
             counts = f"{x['mcnemar']['baseline_correct']}/{x['n']} -> {x['mcnemar']['final_correct']}/{x['n']}"
-            flags = " -> ".join("yes" if f else "no" for f in x["one_class"])
-            cells += [
-                _arrow(x["acc"]),
-                counts,
-                _ci(x["acc_ci"][1], sign=False),
-                _arrow(x["macro_f1"]),
-                flags,
-                _fmt(x["retention"]),
-                _p(x["mcnemar"]["pvalue"]),
-                _p(holm_p.get(f"XNLI {lang} accuracy, McNemar")),
-            ]
-        rows.append(cells + [_fmt(r["retention_mean"])])
+            rows.append(
+                [
+                    r["arm"],
+                    label,
+                    r["seed"],
+                    task,
+                    _fmt(x["chance"]),
+                    _arrow(x["acc"]),
+                    counts,
+                    _ci(x["acc_ci"][1], sign=False),
+                    _arrow(x["macro_f1"]),
+                    " -> ".join("yes" if f else "no" for f in x["one_class"]),
+                    _fmt(x["retention"]),
+                    _p(x["mcnemar"]["pvalue"]),
+                    _p(holm_p.get(f"{task} accuracy, McNemar")),
+                ]
+            )
     lines += [
-        f"Chance is {1 / 3:.4f}. Retention (final / baseline accuracy) is secondary: near chance it is meaningless.",
+        "Retention (final / baseline accuracy) is secondary: near chance it is meaningless. One choice: the run "
+        "predicts one choice for at least 95% of the examples (before -> final).",
         "",
     ]
     lines += _table(header, rows)
+    languages = report["data"].get("lm_languages") or []
+    if languages:
+        lines += [
+            "## Held-out text, baseline -> final",
+            "",
+            "Mean token log-likelihood (total / tokens) of each language's held-out texts; the change's CI and tests "
+            "pair each text's own mean token log-likelihood before and after training.",
+            "",
+        ]
+        header = ["arm", "run", "seed", "language", "texts", "tokens", "token log-likelihood", "perplexity"]
+        header += ["per-text change, 95% CI", "t-test p", "Wilcoxon p", "Holm p"]
+        rows = []
+        for r, label in zip(runs, labels):
+            holm_p = {t["test"]: t["holm_p"] for t in r["tests"]}
+            for lang in languages:
+                x = r["lm"].get(lang)
+                if x is None:
+                    continue
+                st = x["per_text"]
+                rows.append(
+                    [
+                        r["arm"],
+                        label,
+                        r["seed"],
+                        lang,
+                        x["texts"],
+                        x["tokens"],
+                        _arrow(x["token_loglikelihood"]),
+                        _arrow(x["perplexity"], digits=2),
+                        f"{_fmt(st['mean_gain'], sign=True)} {_ci((st['ci_low'], st['ci_high']))}",
+                        _p(st["t_pvalue"]),
+                        _p(st["wilcoxon_pvalue"]),
+                        _p(holm_p.get(f"held-out text {lang} token log-likelihood, t-test")),
+                    ]
+                )
+        lines += _table(header, rows)
     lines += [
         "## Every test of each run, Holm-adjusted within the run",
         "",
@@ -457,7 +506,8 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"control cos gain L{layer}",
             f"trained margin gain L{layer}",
         ]
-        + [f"{lang} acc change" for lang in languages]
+        + [f"{task} acc change" for task in tasks]
+        + [f"held-out {lang} token LL change" for lang in report["data"].get("lm_languages") or []]
         + ["mean retention"]
     )
     rows = []
@@ -475,7 +525,11 @@ def format_markdown(report: dict[str, Any]) -> str:
                 _spread(a["gains"]["control"]["cos"]),
                 _spread(a["gains"]["trained"]["margin"]),
             ]
-            + [_spread(a["xnli"][lang]["acc_diff"]) for lang in languages]
+            + [_spread(a["reasoning"][task]["acc_diff"]) for task in tasks]
+            + [
+                _spread(a["lm"][lang]["change"]) if lang in a["lm"] else "n/a"
+                for lang in report["data"].get("lm_languages") or []
+            ]
             + [_spread(a["retention_mean"], sign=False)]
         )
     lines += _table(header, rows)
@@ -484,11 +538,11 @@ def format_markdown(report: dict[str, Any]) -> str:
     lines += [
         "## Figures",
         "",
-        f"![learning vs forgetting: control CSLS P@1 gain against XNLI accuracy change]({FIGURES['tradeoff']})",
+        f"![learning vs forgetting: control CSLS P@1 gain against each task's accuracy change]({FIGURES['tradeoff']})",
         "",
         f"![control pairs per layer: CSLS P@1 against chance, and the gap]({FIGURES['per_layer']})",
         "",
-        f"![XNLI accuracy before and after training, with 95% CIs]({FIGURES['accuracy']})",
+        f"![zero-shot accuracy per task before and after training, with 95% CIs]({FIGURES['accuracy']})",
         "",
     ]
     return "\n".join(lines)

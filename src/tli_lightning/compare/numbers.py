@@ -1,4 +1,4 @@
-"""Per-run numbers (alignment, paired statistics, XNLI) and their aggregation per arm."""
+"""Per-run numbers (alignment, paired statistics, zero-shot tasks, held-out text) and their aggregation per arm."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tli_lightning.compare._shared import CHANCE_XNLI, HEADLINE_METRICS, ONE_CLASS_SHARE, PAPER_LAYER, SETS
+from tli_lightning.compare._shared import HEADLINE_METRICS, ONE_CLASS_SHARE, PAPER_LAYER, SETS
 from tli_lightning.compare.reading import _MODEL_IGNORED, _Run
 
 
@@ -81,16 +81,25 @@ def query_chance(entry: dict[str, Any]) -> Any:
     return np.asarray(entry["query_rights"], dtype=np.float64) / entry["pool_candidates"]
 
 
-def xnli_correct(run: _Run, lang: str) -> tuple[Any, Any]:
+def task_correct(run: _Run, task: str) -> tuple[Any, Any]:
     """Per example, 1.0 where the run's prediction (argmax of the logged log-likelihoods) was right: baseline, final."""
     import numpy as np
 
     out = []
-    for evaluation in run.xnli:
-        entry = evaluation["languages"][lang]
+    for entry in run.tasks[task]:
         predicted = np.argmax(np.asarray(entry["loglikelihoods"], dtype=np.float64), axis=1)
         out.append((predicted == np.asarray(entry["labels"])).astype(np.float64))
     return out[0], out[1]
+
+
+def text_loglikelihoods(run: _Run, language: str) -> tuple[Any, Any]:
+    """Per held-out text, its mean token log-likelihood: baseline, final."""
+    import numpy as np
+
+    return tuple(
+        np.asarray(e["per_text_loglikelihood"], dtype=np.float64) / np.asarray(e["per_text_tokens"], dtype=np.float64)
+        for e in run.lm[language]
+    )
 
 
 def _endpoint_numbers(run: _Run, layer: int, bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -127,36 +136,34 @@ def _endpoint_numbers(run: _Run, layer: int, bootstrap: dict[str, Any]) -> dict[
     return out
 
 
-def _xnli_numbers(run: _Run, warnings: list[str], bootstrap: dict[str, Any]) -> dict[str, Any]:
+def _task_numbers(run: _Run, warnings: list[str], bootstrap: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from tli_lightning.stats import bootstrap_ci, mcnemar_exact
 
-    before, after = run.xnli
     out = {}
-    for lang, final in after["languages"].items():
-        base = before["languages"][lang]
+    for task, (base, final) in run.tasks.items():
         labels = np.asarray(final["labels"])
-        # Predictions as the run made them: argmax of each example's three log-likelihoods.
-        correct = [
-            np.argmax(np.asarray(r["loglikelihoods"], dtype=np.float64), axis=1) == labels for r in (base, final)
-        ]
+        # Predictions as the run made them: argmax of each example's log-likelihoods.
+        predictions = [np.argmax(np.asarray(r["loglikelihoods"], dtype=np.float64), axis=1) for r in (base, final)]
+        correct = [p == labels for p in predictions]
         test = mcnemar_exact(correct[0], correct[1])
         for which, logged, key in (("baseline", base, "baseline_correct"), ("final", final, "final_correct")):
             if logged.get("correct") is not None and logged["correct"] != test[key]:
                 warnings.append(
-                    f"{run.path}: XNLI {lang} {which}: {logged['correct']} correct logged, {test[key]} "
+                    f"{run.path}: {task} {which}: {logged['correct']} correct logged, {test[key]} "
                     "from the logged log-likelihoods; McNemar uses the latter"
                 )
-        predictions = [np.argmax(np.asarray(r["loglikelihoods"], dtype=np.float64), axis=1) for r in (base, final)]
-        majority = [float(np.bincount(p, minlength=3).max() / len(p)) for p in predictions]
+        choices = len(final["loglikelihoods"][0]) if final["loglikelihoods"] else 1
+        majority = [float(np.bincount(p, minlength=choices).max() / len(p)) for p in predictions]
         n = final.get("n", test["n"])
         discordant = (test["only_baseline_correct"] + test["only_final_correct"]) / n if n else None
-        out[lang] = {
+        out[task] = {
+            "language": final.get("language"),
             "acc": [base["acc"], final["acc"]],
             "acc_ci": [_wilson(test["baseline_correct"], n), _wilson(test["final_correct"], n)],
             "macro_f1": [_finite(base.get("macro_f1")), _finite(final.get("macro_f1"))],
-            "chance": CHANCE_XNLI,
+            "chance": final.get("chance", 1 / choices),
             "majority_share": majority,
             "one_class": [m >= ONE_CLASS_SHARE for m in majority],
             "correct": [base.get("correct"), final.get("correct")],
@@ -171,24 +178,45 @@ def _xnli_numbers(run: _Run, warnings: list[str], bootstrap: dict[str, Any]) -> 
     return out
 
 
-def xnli_context(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per language: chance, examples, how many runs predict one class, and the smallest within-run change a
+def _lm_numbers(run: _Run, bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """Held-out text per language: the corpus mean token log-likelihood baseline -> final, and the paired
+    statistics of the per-text change (texts are the items)."""
+    from tli_lightning.stats import paired_stats
+
+    out = {}
+    for language, (base, final) in run.lm.items():
+        per_text = text_loglikelihoods(run, language)
+        out[language] = {
+            "token_loglikelihood": [base["token_loglikelihood"], final["token_loglikelihood"]],
+            "perplexity": [base["perplexity"], final["perplexity"]],
+            "texts": final["texts"],
+            "tokens": final["tokens"],
+            "change": final["token_loglikelihood"] - base["token_loglikelihood"],
+            "per_text": paired_stats(per_text[1], per_text[0], **bootstrap),
+        }
+    return out
+
+
+def reasoning_context(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per task: chance, examples, how many runs predict one class, and the smallest within-run change a
     McNemar test detects at this sample size (alpha 0.05, 80% power), at the discordance the runs showed."""
     from tli_lightning.stats import mcnemar_mde
 
     out = {}
-    for lang in runs[0]["xnli"] if runs else []:
-        entries = [r["xnli"][lang] for r in runs if lang in r["xnli"]]
+    for task in runs[0]["reasoning"] if runs else []:
+        entries = [r["reasoning"][task] for r in runs if task in r["reasoning"]]
         sizes = sorted({x["n"] for x in entries})
         shares = [x["discordance"] for x in entries if x["discordance"]]
         observed = sum(shares) / len(shares) if shares else None
         n = sizes[0]
-        out[lang] = {
-            "chance": CHANCE_XNLI,
+        chance = entries[0]["chance"]
+        out[task] = {
+            "chance": chance,
+            "choices": round(1 / chance),
             "examples": sizes,
             "one_class_runs": sum(any(x["one_class"]) for x in entries),
             "runs": len(entries),
-            "below_chance_baselines": sum(x["acc"][0] <= CHANCE_XNLI for x in entries),
+            "below_chance_baselines": sum(x["acc"][0] <= chance for x in entries),
             "discordance_observed": observed,
             "mde_observed": mcnemar_mde(n, observed) if observed else None,
             "mde_at_discordance": {str(d): mcnemar_mde(n, d) for d in (0.1, 0.2)},
@@ -222,8 +250,10 @@ def _tests(entry: dict[str, Any], stats_layer: int) -> list[dict[str, Any]]:
         for name, quantities in sets.items():
             for quantity, st in quantities.items():
                 tests.append({"test": f"{quantity} {name} L{layer}, t-test", "p": st["t_pvalue"]})
-    for lang, x in entry["xnli"].items():
-        tests.append({"test": f"XNLI {lang} accuracy, McNemar", "p": x["mcnemar"]["pvalue"]})
+    for task, x in entry["reasoning"].items():
+        tests.append({"test": f"{task} accuracy, McNemar", "p": x["mcnemar"]["pvalue"]})
+    for language, x in entry["lm"].items():
+        tests.append({"test": f"held-out text {language} token log-likelihood, t-test", "p": x["per_text"]["t_pvalue"]})
     for test, adjusted in zip(tests, holm([t["p"] for t in tests])):
         test["holm_p"] = adjusted
         test.setdefault("primary", False)
@@ -232,7 +262,8 @@ def _tests(entry: dict[str, Any], stats_layer: int) -> list[dict[str, Any]]:
 
 def _run_entry(run: _Run, stats_layer: int, bootstrap: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     summary, model = run.summary, run.summary.get("model") or {}
-    (a0, a1), (_, x1) = run.alignment, run.xnli
+    (a0, a1) = run.alignment
+    x1 = run.of_kind("multiple_choice")[0].final
     layers = a1["layers"]
     final_layer = layers[-1]
     target = summary.get("target_layer")
@@ -265,7 +296,7 @@ def _run_entry(run: _Run, stats_layer: int, bootstrap: dict[str, Any], warnings:
         "global_step": summary.get("global_step"),
         "epochs_completed": summary.get("epochs_completed"),
         "alignment_epoch": a1.get("epoch"),
-        "xnli_epoch": x1.get("epoch"),
+        "reasoning_epoch": x1.get("epoch"),
         "files": run.files,
         "alignment": {
             "target": {"layer": target, **_alignment_numbers(run, target)},
@@ -292,7 +323,7 @@ def _run_entry(run: _Run, stats_layer: int, bootstrap: dict[str, Any], warnings:
         )
     if a1.get("epoch") != x1.get("epoch"):
         warnings.append(
-            f"{run.path}: the last alignment evaluation is epoch {a1.get('epoch')}, the last XNLI one "
+            f"{run.path}: the last alignment evaluation is epoch {a1.get('epoch')}, the last zero-shot one "
             f"epoch {x1.get('epoch')}"
         )
     for layer in sorted({stats_layer, target}):
@@ -303,16 +334,17 @@ def _run_entry(run: _Run, stats_layer: int, bootstrap: dict[str, Any], warnings:
             continue
         entry["paired"][str(layer)] = _paired_numbers(run, layer, bootstrap)
         entry["endpoint"][str(layer)] = _endpoint_numbers(run, layer, bootstrap)
-    entry["xnli"] = _xnli_numbers(run, warnings, bootstrap)
+    entry["reasoning"] = _task_numbers(run, warnings, bootstrap)
+    entry["lm"] = _lm_numbers(run, bootstrap)
     entry["tests"] = _tests(entry, stats_layer)
-    undefined = [lang for lang, r in entry["xnli"].items() if r["retention"] is None]
+    undefined = [task for task, r in entry["reasoning"].items() if r["retention"] is None]
     if undefined:
         warnings.append(
-            f"{run.path}: XNLI retention undefined for {', '.join(undefined)} (baseline accuracy 0); the "
-            "mean retention uses the other languages"
+            f"{run.path}: retention undefined for {', '.join(undefined)} (baseline accuracy 0); the "
+            "mean retention uses the other tasks"
         )
-    entry["retention_mean"] = _mean(r["retention"] for r in entry["xnli"].values())
-    entry["acc_change_mean"] = _mean(r["acc_diff"] for r in entry["xnli"].values())
+    entry["retention_mean"] = _mean(r["retention"] for r in entry["reasoning"].values())
+    entry["acc_change_mean"] = _mean(r["acc_diff"] for r in entry["reasoning"].values())
     return entry
 
 
@@ -404,7 +436,7 @@ def _arms(runs: list[dict[str, Any]], loaded: Sequence[_Run], stats_layer: int, 
                 f"arm {arm}: several runs with seed {', '.join(map(str, repeated))}: not independent "
                 "replicates; only distinct seeds count towards --min-seeds"
             )
-        languages = list(first["xnli"])
+        tasks, languages = list(first["reasoning"]), list(first["lm"])
         arms[arm] = {
             "method": first["method"],
             "kind": first["kind"],
@@ -431,11 +463,15 @@ def _arms(runs: list[dict[str, Any]], loaded: Sequence[_Run], stats_layer: int, 
                 }
                 for set_name in SETS
             },
-            "xnli": {
-                lang: {
-                    "acc_diff": describe([m["xnli"][lang]["acc_diff"] for m in members]),
-                    "retention": describe([m["xnli"][lang]["retention"] for m in members]),
+            "reasoning": {
+                task: {
+                    "acc_diff": describe([m["reasoning"][task]["acc_diff"] for m in members]),
+                    "retention": describe([m["reasoning"][task]["retention"] for m in members]),
                 }
+                for task in tasks
+            },
+            "lm": {
+                lang: {"change": describe([m["lm"][lang]["change"] for m in members if lang in m["lm"]])}
                 for lang in languages
             },
             "acc_change_mean": describe([m["acc_change_mean"] for m in members]),

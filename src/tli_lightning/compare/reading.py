@@ -1,4 +1,10 @@
-"""Reading what runs wrote: run directories, their files checked, runs whose data differ refused."""
+"""Reading what runs wrote: run directories, their files checked, runs whose data differ refused.
+
+A run's measurements are discovered, not named: every folder of a run directory holding a ``baseline.json``
+is one measurement, whose files say their ``measurement`` kind (see :mod:`tli_lightning.callbacks.measurement`).
+Runs written before the measurement seam (tli_lightning 0.2: ``alignment/`` and ``xnli/`` without a kind) are
+read too: their ``xnli/`` files become the tasks ``xnli_<lang>``.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +23,57 @@ _MODEL_IGNORED = ("_instantiator",)
 _NO_RUNS = "compare needs at least one run directory (logs/<name>/version_<n>, or logs/<name> for all its runs)"
 
 
+# What a comparison needs of a run: one alignment measurement and at least one zero-shot task measurement.
+NEEDED = {"alignment": "alignment", "multiple_choice": "reasoning"}
+_LEGACY_KINDS = {"alignment": "alignment", "xnli": "multiple_choice"}  # folder -> kind, for runs without kinds
+
+
+@dataclass
+class Measured:
+    """One measurement of a run: its kind, its folder (``key``), its baseline and newest evaluation."""
+
+    kind: str
+    key: str
+    baseline: dict[str, Any]
+    final: dict[str, Any]
+    files: dict[str, str]
+
+
 @dataclass
 class _Run:
     path: Path
     summary: dict[str, Any]
-    alignment: tuple[dict[str, Any], dict[str, Any]]  # baseline, final
-    xnli: tuple[dict[str, Any], dict[str, Any]]
+    measurements: dict[str, Measured]
     files: dict[str, str]
+
+    @property
+    def alignment(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The (first) alignment measurement: baseline, final."""
+        found = next(m for m in self.measurements.values() if m.kind == "alignment")
+        return found.baseline, found.final
+
+    @property
+    def tasks(self) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        """Every zero-shot task of every multiple-choice measurement: ``{task: (baseline entry, final entry)}``."""
+        out = {}
+        for m in self.measurements.values():
+            if m.kind == "multiple_choice":
+                for name, entry in m.final["tasks"].items():
+                    out[name] = (m.baseline["tasks"][name], entry)
+        return out
+
+    @property
+    def lm(self) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+        """Held-out text likelihood per language (empty for runs without it): ``{lang: (baseline, final)}``."""
+        out = {}
+        for m in self.measurements.values():
+            if m.kind == "lm_likelihood":
+                for lang, entry in m.final["languages"].items():
+                    out[lang] = (m.baseline["languages"][lang], entry)
+        return out
+
+    def of_kind(self, kind: str) -> list[Measured]:
+        return [m for m in self.measurements.values() if m.kind == kind]
 
 
 def find_runs(specs: Iterable[str | Path], warnings: list[str] | None = None) -> list[Path]:
@@ -78,17 +128,35 @@ def _last_epoch_file(directory: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def _measurement_dirs(path: Path) -> dict[str, str | None]:
+    """The run's measurement folders and their kinds (None: a folder of evaluations whose baseline is missing)."""
+    found: dict[str, str | None] = {}
+    if not path.is_dir():
+        return found
+    for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+        baseline = folder / "baseline.json"
+        if baseline.is_file():
+            kind = _read_json(baseline).get("measurement") or _LEGACY_KINDS.get(folder.name)
+            if kind is not None:
+                found[folder.name] = kind
+        elif _last_epoch_file(folder) is not None:
+            found[folder.name] = None
+    return found
+
+
 def _missing(path: Path) -> list[str]:
     """The evaluation files a run directory lacks for a comparison."""
-    return [
-        f"{kind}/{name}"
-        for kind in ("alignment", "xnli")
-        for name, present in (
-            ("baseline.json", (path / kind / "baseline.json").is_file()),
-            ("epoch_NN.json", _last_epoch_file(path / kind) is not None),
-        )
-        if not present
+    folders = _measurement_dirs(path)
+    missing = [f"{name}/baseline.json" for name, kind in folders.items() if kind is None]
+    missing += [
+        f"{name}/epoch_NN.json"
+        for name, kind in folders.items()
+        if kind is not None and _last_epoch_file(path / name) is None
     ]
+    for kind, folder in NEEDED.items():
+        if kind not in folders.values() and not any(m.startswith(f"{folder}/") for m in missing):
+            missing.append(f"a {kind} measurement (e.g. {folder}/baseline.json and {folder}/epoch_NN.json)")
+    return missing
 
 
 def _unusable(path: Path) -> str:
@@ -118,9 +186,14 @@ def load_run(path: Path) -> _Run:
             "ZeroShotRetention callbacks before training and after each evaluated epoch)"
         )
     files = {"summary": str(path / "summary.json")}
-    for kind in ("alignment", "xnli"):
-        files[f"{kind}_baseline"] = str(path / kind / "baseline.json")
-        files[f"{kind}_final"] = str(_last_epoch_file(path / kind))
+    measured = {}
+    for key, kind in _measurement_dirs(path).items():
+        baseline_file, final_file = path / key / "baseline.json", _last_epoch_file(path / key)
+        baseline, final = _read_json(baseline_file), _read_json(final_file)
+        if kind == "multiple_choice" and "tasks" not in baseline:  # written before the seam: XNLI per language
+            baseline, final = _legacy_xnli(baseline), _legacy_xnli(final)
+        files[f"{key}_baseline"], files[f"{key}_final"] = str(baseline_file), str(final_file)
+        measured[key] = Measured(kind, key, baseline, final, {"baseline": str(baseline_file), "final": str(final_file)})
     summary = _read_json(path / "summary.json")
     fingerprint = (summary.get("data") or {}).get("fingerprint")
     if not isinstance(fingerprint, dict) or "name" not in summary:
@@ -128,60 +201,79 @@ def load_run(path: Path) -> _Run:
             f"{path}/summary.json: no name or data.fingerprint: cannot tell which arm it is or check that "
             "the runs measured the same data"
         )
-    run = _Run(
-        path,
-        summary,
-        (_read_json(Path(files["alignment_baseline"])), _read_json(Path(files["alignment_final"]))),
-        (_read_json(Path(files["xnli_baseline"])), _read_json(Path(files["xnli_final"]))),
-        files,
-    )
+    run = _Run(path, summary, measured, files)
     _check_run(run)
     return run
 
 
+def _legacy_xnli(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """An ``xnli/`` evaluation of tli_lightning 0.3 (``languages``) as tasks ``xnli_<lang>``."""
+    tasks = {
+        f"xnli_{lang}": {**entry, "chance": 1 / 3, "language": lang, "benchmark": "xnli"}
+        for lang, entry in evaluation.get("languages", {}).items()
+    }
+    return {
+        **{k: v for k, v in evaluation.items() if k != "languages"},
+        "measurement": "multiple_choice",
+        "tasks": tasks,
+    }
+
+
 def _check_run(run: _Run) -> None:
     """Baseline and final evaluations of a run must pair up item by item."""
-    (a0, a1), (x0, x1) = run.alignment, run.xnli
-    for report, name in ((a0, "alignment_baseline"), (a1, "alignment_final")):
-        for set_name, entry in (report.get("sets") or {}).items():
-            if "per_pair_cos" not in entry or "per_pair_random" not in entry:
-                raise TLIError(
-                    f"{run.files[name]}: set {set_name!r} has no per_pair_cos/per_pair_random (written by "
-                    "an older tli_lightning); paired statistics need them: rerun"
-                )
-            if "per_query_rank" not in entry:
-                raise TLIError(
-                    f"{run.files[name]}: set {set_name!r} has no per_query_rank: written by tli_lightning 0.2 or "
-                    "older, before the primary endpoint (CSLS retrieval over a shared pool); rerun the run, or "
-                    "measure its adapters again with `python -m tli_lightning scan --adapter DIR`"
-                )
-    if a0.get("layers") != a1.get("layers"):
-        raise TLIError(f"{run.path}: the baseline and final alignment measured different layers")
-    for set_name in set(a0.get("sets", {})) & set(a1.get("sets", {})):
-        if a0["sets"][set_name]["pairs"] != a1["sets"][set_name]["pairs"]:
-            raise TLIError(f"{run.path}: the baseline and final alignment of {set_name!r} measured different pairs")
-    if sorted(x0.get("languages", {})) != sorted(x1.get("languages", {})):
-        raise TLIError(f"{run.path}: the baseline and final XNLI evaluations cover different languages")
-    for lang, entry in x1["languages"].items():
-        if entry.get("labels") != x0["languages"][lang].get("labels"):
-            raise TLIError(f"{run.path}: the baseline and final XNLI {lang} evaluations scored different examples")
+    for m in run.of_kind("alignment"):
+        a0, a1 = m.baseline, m.final
+        for report, which in ((a0, "baseline"), (a1, "final")):
+            for set_name, entry in (report.get("sets") or {}).items():
+                if "per_pair_cos" not in entry or "per_pair_random" not in entry:
+                    raise TLIError(
+                        f"{m.files[which]}: set {set_name!r} has no per_pair_cos/per_pair_random (written by "
+                        "an older tli_lightning); paired statistics need them: rerun"
+                    )
+                if "per_query_rank" not in entry:
+                    raise TLIError(
+                        f"{m.files[which]}: set {set_name!r} has no per_query_rank: written by tli_lightning 0.2 or "
+                        "older, before the primary endpoint (CSLS retrieval over a shared pool); rerun the run, or "
+                        "measure its adapters again with `python -m tli_lightning scan --adapter DIR`"
+                    )
+        if a0.get("layers") != a1.get("layers"):
+            raise TLIError(f"{run.path}: the baseline and final alignment measured different layers")
+        for set_name in set(a0.get("sets", {})) & set(a1.get("sets", {})):
+            if a0["sets"][set_name]["pairs"] != a1["sets"][set_name]["pairs"]:
+                raise TLIError(f"{run.path}: the baseline and final alignment of {set_name!r} measured different pairs")
+    seen: dict[str, str] = {}
+    for m in run.of_kind("multiple_choice"):
+        if sorted(m.baseline.get("tasks", {})) != sorted(m.final.get("tasks", {})):
+            raise TLIError(f"{run.path}: the baseline and final evaluations of {m.key}/ cover different tasks")
+        for name, entry in m.final["tasks"].items():
+            if name in seen:
+                raise TLIError(f"{run.path}: task {name} is measured twice ({seen[name]}/ and {m.key}/)")
+            seen[name] = m.key
+            if entry.get("labels") != m.baseline["tasks"][name].get("labels"):
+                raise TLIError(f"{run.path}: the baseline and final {name} evaluations scored different examples")
+    for m in run.of_kind("lm_likelihood"):
+        for lang, entry in m.final["languages"].items():
+            if entry.get("per_text_tokens") != m.baseline["languages"].get(lang, {}).get("per_text_tokens"):
+                raise TLIError(f"{run.path}: the baseline and final {m.key}/ {lang} evaluations scored different texts")
 
 
 def _check_same_data(runs: Sequence[_Run]) -> bool:
     """Arms may differ in any model setting, never in what was measured. Returns whether every run measured the
-    same items (pairs, XNLI rows), so that statistics can pair them: True unless every run follows its own seed
-    for the data (``data.seed: null``), in which case their samples differ by design but their sources must not."""
+    same items (pairs, task examples, texts), so that statistics can pair them: True unless every run follows its
+    own seed for the data (``data.seed: null``), in which case their samples differ by design but their sources
+    must not."""
     first = runs[0]
-    languages = sorted(first.xnli[1]["languages"])
+    tasks = sorted(first.tasks)
     for run in runs[1:]:
-        theirs = sorted(run.xnli[1]["languages"])
-        if theirs != languages:
+        theirs = sorted(run.tasks)
+        if theirs != tasks:
             raise TLIError(
-                f"runs differ in XNLI languages: {first.path} has {', '.join(languages)} vs {run.path} has "
+                f"runs differ in zero-shot tasks: {first.path} has {', '.join(tasks)} vs {run.path} has "
                 f"{', '.join(theirs)}"
             )
     reference = first.summary["data"]["fingerprint"]
-    fields = ["trained_pairs", "control_pairs", *[f"xnli_{lang}" for lang in languages]]
+    # A run of tli_lightning 0.2 fingerprinted task xnli_<lang> under the same name.
+    fields = ["trained_pairs", "control_pairs", *tasks, *(k for k in reference if k.startswith("lm_texts_"))]
     same = all(run.summary["data"]["fingerprint"].get(f) == reference.get(f) for run in runs for f in fields)
     if same:
         return True
@@ -200,7 +292,7 @@ def _check_same_data(runs: Sequence[_Run]) -> bool:
             if run.summary["data"]["fingerprint"].get(field) != reference.get(field):
                 raise TLIError(
                     f"runs differ in data.fingerprint.{field}: {first.path} vs {run.path}; compare only "
-                    "runs measured on the same pairs and XNLI examples"
+                    "runs measured on the same pairs and task examples"
                 )
     return True
 

@@ -11,7 +11,7 @@ from typing import Any
 from tli_lightning.compare._shared import FIGURES, PAPER_LAYER, PRIMARY_ALIGNMENT, PRIMARY_RETENTION
 from tli_lightning.compare.figures import figure_accuracy, figure_per_layer, figure_tradeoff
 from tli_lightning.compare.markdown import format_markdown
-from tli_lightning.compare.numbers import _arms, _run_entry, split_learning_rates, xnli_context
+from tli_lightning.compare.numbers import _arms, _run_entry, reasoning_context, split_learning_rates
 from tli_lightning.compare.reading import _check_same_data, check_same_base, find_runs, load_run
 from tli_lightning.compare.verdict import COMBINING, RULES, alignment_verdict, retention_verdict
 from tli_lightning.errors import TLIError
@@ -33,7 +33,7 @@ def build_report(
     ``run_dirs``: run directories (``logs/<name>/version_<n>``) or directories of them (``logs/<name>``, whose
     unfinished or incomplete versions are skipped with a warning). Raises :class:`~tli_lightning.errors.TLIError`
     for a run directory named itself that is not a complete run, and for runs that measured different data
-    (pairs, XNLI examples or languages), and for runs on different base models unless
+    (pairs, task examples, held-out texts or the tasks themselves), and for runs on different base models unless
     ``allow_different_bases`` (then a warning heads the report).
     """
     if not 0 < confidence < 1 or resamples < 1 or min_seeds < 1:
@@ -82,7 +82,8 @@ def build_report(
         min_seeds=min_seeds,
         resamples=resamples,
         seed=seed,
-        items="XNLI examples for retention; clusters of control queries that share a word for alignment",
+        items="task examples for retention, held-out texts for language-model retention; clusters of control queries "
+        "that share a word for alignment",
     )
     report = {
         "settings": settings,
@@ -90,10 +91,11 @@ def build_report(
         "data": {
             "fingerprint": first["fingerprint"],
             "counts": first.get("counts"),
-            "xnli_languages": sorted(loaded[0].xnli[1]["languages"]),
+            "tasks": list(loaded[0].tasks),
+            "lm_languages": list(loaded[0].lm),
             "pool": loaded[0].alignment[1].get("pool"),
         },
-        "xnli_context": xnli_context(runs),
+        "reasoning_context": reasoning_context(runs),
         "runs": runs,
         "arms": arms,
         "verdict": {

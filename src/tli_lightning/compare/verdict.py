@@ -9,7 +9,7 @@ Every answer is one of four, and the rules (:data:`RULES`) are the same for ever
 - ``not answerable``: it cannot be computed (too few seeds, no spread to estimate an interval from), with
   the reason. Never "no".
 
-Several answers to one question (languages, comparisons, arms) combine as :data:`COMBINING` says; "mixed" is
+Several answers to one question (tasks, comparisons, arms) combine as :data:`COMBINING` says; "mixed" is
 the honest name for answers that point both ways.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tli_lightning.compare._shared import MDE_POWER, PAPER_LAYER
-from tli_lightning.compare.numbers import query_chance, query_hits, xnli_correct
+from tli_lightning.compare.numbers import query_chance, query_hits, task_correct, text_loglikelihoods
 from tli_lightning.compare.reading import _Run
 
 RULES = (
@@ -31,9 +31,11 @@ RULES = (
     "all runs are resampled with the same indices for every run (paired)."
 )
 COMBINING = (
-    "Retention is decided per language first: a comparison's answer combines its languages' answers (the same "
-    "answer: that answer; yes or no beside inconclusive: inconclusive; yes beside no: mixed); the pooled languages "
-    "are shown as secondary. Answers that are not answerable are left out of a combination. Alignment: with k "
+    "Retention is decided per task first (each benchmark in each language): a comparison's answer combines its "
+    "tasks' answers (the same answer: that answer; yes or no beside inconclusive: inconclusive; yes beside no: "
+    "mixed), which also says whether the tasks agree; the examples of every task pooled are shown as secondary. "
+    "Held-out text likelihood is decided per language by the same rules, beside (not inside) the retention "
+    "answer. Answers that are not answerable are left out of a combination. Alignment: with k "
     "early-layer LoRA arms that have the seeds to be answered, each arm's CI is at 1 - alpha/k (Bonferroni), so "
     "the question's answer is yes when any arm's is, no when every answerable arm's is, else inconclusive."
 )
@@ -101,11 +103,15 @@ def retention_verdict(
     full = [a for a, v in arms.items() if v["group"] == "full"]
     comparisons = [_retention_pair(runs, loaded, arms, lora, other, settings) for lora in early for other in full]
     out: dict[str, Any] = {
-        "question": "Does early-layer LoRA preserve zero-shot XNLI better than full fine-tuning?",
-        "effect": "per language, then pooled over languages: the change in accuracy (final - baseline) per example, "
+        "question": "Does early-layer LoRA preserve zero-shot reasoning better than full fine-tuning?",
+        "effect": "per task, then pooled over tasks: the change in accuracy (final - baseline) per example, "
         "averaged over each arm's runs; early-layer LoRA's minus the full arm's (> 0: LoRA kept more)",
         "comparisons": comparisons,
-        "examples_per_language": sorted({x["n"] for r in runs for x in r["xnli"].values()}),
+        "examples_per_task": {
+            t: sorted({r["reasoning"][t]["n"] for r in runs if t in r["reasoning"]}) for t in runs[0]["reasoning"]
+        }
+        if runs
+        else {},
     }
     if not comparisons:
         missing = (
@@ -131,9 +137,9 @@ def _retention_pair(
     from tli_lightning.stats import hierarchical_bootstrap
 
     members = {arm: [i for i, r in enumerate(runs) if r["arm"] == arm] for arm in (lora, full)}
-    languages = list(runs[members[lora][0]]["xnli"])
+    languages = list(runs[members[lora][0]]["reasoning"])  # the tasks: each benchmark in each language
     changes = {
-        arm: [{lang: np.subtract(*reversed(xnli_correct(loaded[i], lang))) for lang in languages} for i in indices]
+        arm: [{task: np.subtract(*reversed(task_correct(loaded[i], task))) for task in languages} for i in indices]
         for arm, indices in members.items()
     }
     reason = _seed_reason(arms, (lora, full), settings["min_seeds"])
@@ -149,24 +155,30 @@ def _retention_pair(
         per_language[lang] = {"answer": answer, "words": words, "difference": result}
     answer = _combine([per_language[lang]["answer"] for lang in languages])
     each = ", ".join(f"{lang} {per_language[lang]['answer']}" for lang in languages)
-    agree = len({per_language[lang]["answer"] for lang in languages}) == 1
+    answered = {per_language[lang]["answer"] for lang in languages} - {"not answerable"}
+    agree = len(answered) <= 1
     direction = {"yes": "kept more", "no": "kept less"}.get(answer)
     if answer == "not answerable":
         words = per_language[languages[0]]["words"]
     elif direction:
-        words = f"early-layer LoRA {direction} XNLI accuracy than {full} in {'every language' if agree else each}"
+        words = f"early-layer LoRA {direction} zero-shot accuracy than {full} in {'every task' if agree else each}"
     else:
-        words = f"the languages answer {each}"
-    words += (
-        f"; pooled over languages (secondary): {per_language['pooled']['answer']}, {per_language['pooled']['words']}"
-    )
+        words = f"the tasks answer {each}"
+    if len(languages) > 1:
+        words += "; the tasks agree" if agree else "; the tasks do not agree"
+        unanswerable = [t for t in languages if per_language[t]["answer"] == "not answerable"]
+        if unanswerable and answer != "not answerable":
+            words += f" ({len(unanswerable)} of {len(languages)} not answerable: {', '.join(unanswerable)})"
+    words += f"; pooled over tasks (secondary): {per_language['pooled']['answer']}, {per_language['pooled']['words']}"
     comparison = {
         "early_lora": lora,
         "full": full,
         "full_kind": arms[full]["kind"],
         "answer": answer,
         "words": words,
-        "per_language": per_language,
+        "per_task": per_language,
+        "tasks_agree": agree,
+        "lm": _lm_pair(runs, loaded, members, reason, settings),
         "distinct_seeds": {arm: arms[arm]["distinct_seeds"] for arm in (lora, full)},
         "acc_change": {arm: arms[arm]["acc_change_mean"] for arm in (lora, full)},
         "retention": {arm: arms[arm]["retention_mean"] for arm in (lora, full)},
@@ -183,15 +195,40 @@ def _retention_pair(
         first = {arm: loaded[members[arm][0]] for arm in (lora, full)}
         differ = []
         for lang in languages:
-            predictions = [
-                np.argmax(np.asarray(r.xnli[0]["languages"][lang]["loglikelihoods"]), 1) for r in first.values()
-            ]
+            predictions = [np.argmax(np.asarray(r.tasks[lang][0]["loglikelihoods"]), 1) for r in first.values()]
             differ.append(f"{lang} {int(np.sum(predictions[0] != predictions[1]))} of {len(predictions[0])}")
         comparison["different_bases"] += (
             f"; their baseline predictions already differ before any training ({', '.join(differ)} examples, "
             "first seeds)"
         )
     return comparison
+
+
+def _lm_pair(
+    runs: list[dict[str, Any]],
+    loaded: Sequence[_Run],
+    members: dict[str, list[int]],
+    reason: str | None,
+    settings: dict,
+) -> dict[str, Any]:
+    """Held-out text per language: the change in each text's mean token log-likelihood, early-layer LoRA's minus the
+    full arm's (> 0: LoRA kept more of the language model), by the same rules as retention."""
+    import numpy as np
+
+    from tli_lightning.stats import hierarchical_bootstrap
+
+    lora, full = members
+    languages = [lang for lang in runs[members[lora][0]]["lm"] if all(lang in runs[i]["lm"] for i in members[full])]
+    boot = {k: settings[k] for k in ("seed", "resamples", "confidence")}
+    out = {}
+    for lang in languages:
+        values = [
+            [np.subtract(*reversed(text_loglikelihoods(loaded[i], lang))) for i in members[arm]] for arm in (lora, full)
+        ]
+        result = hierarchical_bootstrap(values, [1, -1], paired=settings["paired"], **boot)
+        answer, words = decide(result, reason, settings["confidence"])
+        out[lang] = {"answer": answer, "words": words, "difference": result}
+    return out
 
 
 def alignment_verdict(
