@@ -30,7 +30,7 @@ COMMON = [
     "--config",
     str(ON_TINY),
     *QUICK,
-    "--data.xnli_limit=3",
+    "--data.reasoning_limit=3",
     "--trainer.max_steps=4",
     "--model.lora_dropout=0",
     "--trainer.accelerator=cpu",
@@ -181,7 +181,7 @@ def test_the_grid_as_a_job_array_ends_in_a_compare_report(tmp_path):
     env = _fake_slurm_env(tmp_path)
     command = ["grid", "--arms", "tli_lora_early", "full_early", "--seeds", "1-2", "--config", str(ON_TINY)]
     command += ["--submit", "slurm", "--output", str(tmp_path / "grid"), "--", "--trainer.max_steps=2"]
-    command += ["--data.xnli_limit=3", "--trainer.enable_model_summary=false"]
+    command += ["--data.reasoning_limit=3", "--trainer.enable_model_summary=false"]
     result = cli(command, tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     calls = _calls(tmp_path)
