@@ -1,8 +1,10 @@
-"""``python -m tli_lightning {fit,validate,test,scan,zeroshot,compare}``.
+"""``python -m tli_lightning {fit,validate,test,scan,zeroshot,compare,grid}``.
 
-``fit``/``validate``/``test`` are a LightningCLI over :class:`TLIModule` and :class:`TLIDataModule`;
-with no arguments ``fit`` runs the embedded offline demo. Each ``fit`` is one run with its own
-directories (:mod:`tli_lightning.runs`); ``--ckpt_path`` resumes one.
+``fit``/``validate``/``test`` are :class:`TLICLI` (:mod:`tli_lightning.lightning_cli`, also importable from
+here), a LightningCLI over :class:`TLIModule` and :class:`TLIDataModule`; with no arguments ``fit`` runs the
+embedded offline demo. Each ``fit`` is one run with its own directories (:mod:`tli_lightning.runs`);
+``--ckpt_path`` resumes one, and so does a requeued SLURM job its own (:mod:`tli_lightning.slurm`). ``grid``
+runs arms x seeds (:mod:`tli_lightning.grid`).
 """
 
 from __future__ import annotations
