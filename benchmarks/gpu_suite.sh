@@ -4,7 +4,8 @@
 #
 # Every GPU figure of benchmarks/RESULTS.md, as JSON in OUT_DIR: the TLI training step against the paper's
 # (bench_train_step.py), one end-of-epoch evaluation (bench_eval.py: the layer scan and XNLI sw+en), and the
-# full fine-tuning arms (bench_full_arms.py). The Llama-3.1-8B-shaped model is built here with random weights
+# full fine-tuning arms (bench_full_arms.py), and the weight-update spectrum's SVDs (bench_why.py; GPU only).
+# The Llama-3.1-8B-shaped model is built here with random weights
 # (no hub). Real data: TLI_BENCH_DATA (default ../shared/data; copy it into the repository's ignored
 # .bench_data/ to take it to a machine without it). Needs bitsandbytes: wheels in the repository's ignored .whl/
 # are installed first (pip download bitsandbytes==0.50.2 --no-deps -d .whl). datasets is not needed: the package
@@ -33,5 +34,7 @@ start=$SECONDS
 python bench_train_step.py --shape "$shape" --device "$device" --model-dir "$model" --json "$out/train_step.json"
 python bench_eval.py --shape "$shape" --device "$device" --model-dir "$model" "${data_args[@]}" --json "$out/eval.json"
 python bench_full_arms.py --shape "$shape" --device "$device" --model-dir "$model" --json "$out/full_arms.json"
+# The weight-update spectrum's SVDs at 8B shapes (minutes on a CPU: GPU only).
+if [ "$shape" = llama8b ]; then python bench_why.py svd --device cuda > "$out/why_svd.json"; fi
 rm -rf "$model"
 echo "gpu suite: $((SECONDS - start)) s after the model was built; JSON in $out"

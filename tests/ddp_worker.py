@@ -1,4 +1,4 @@
-"""Run by test_callbacks.py in a subprocess: fit PlainLM with both callbacks on 1 or 2 CPU processes."""
+"""Run by test_callbacks.py in a subprocess: fit PlainLM with the measurements on 1 or 2 CPU processes."""
 
 import sys
 
@@ -9,7 +9,15 @@ out, devices, tests_dir, model_dir = sys.argv[1], int(sys.argv[2]), sys.argv[3],
 sys.path.insert(0, tests_dir)
 from test_callbacks import PAIRS, PlainLM, _xnli  # noqa: E402
 
-from tli_lightning.callbacks import LayerwiseAlignment, ZeroShotRetention  # noqa: E402
+from tli_lightning.callbacks import (  # noqa: E402
+    LayerwiseAlignment,
+    RepresentationDrift,
+    WeightUpdateSpectrum,
+    ZeroShotRetention,
+)
+
+# 5 texts: shards of unequal size on 2 processes.
+DRIFT_TEXTS = {"premises": ["Watoto walikwenda shule.", "Jua ni kali.", "Mvua inanyesha.", "Ndiyo.", "Hapana."]}
 
 if __name__ == "__main__":
     trainer = L.Trainer(
@@ -20,6 +28,8 @@ if __name__ == "__main__":
         callbacks=[
             LayerwiseAlignment(pair_sets=PAIRS, progress=False),
             ZeroShotRetention(tasks=_xnli(), progress=False),
+            WeightUpdateSpectrum(),
+            RepresentationDrift(texts=DRIFT_TEXTS, progress=False),
         ],
         logger=TensorBoardLogger(out, name=f"d{devices}"),
         enable_progress_bar=False,

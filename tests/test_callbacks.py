@@ -160,3 +160,7 @@ def test_ddp_splits_the_work_and_gathers_every_example_once(tmp_path, tiny_dir):
     )
     a1, a2 = read(1, "alignment")["sets"]["control"], read(2, "alignment")["sets"]["control"]
     torch.testing.assert_close(torch.tensor(a2["per_pair_cos"]), torch.tensor(a1["per_pair_cos"]), atol=1e-4, rtol=0)
+    # The weight update and the drift through the same collectives (learning rate 0: nothing moved).
+    d1, d2 = read(1, "drift")["sets"]["premises"], read(2, "drift")["sets"]["premises"]
+    assert d2["texts"] == d1["texts"] == 5 and d2["cka"] == pytest.approx([1.0] * 5, abs=1e-9)
+    assert read(2, "weight_update")["total"]["relative_norm"] == read(1, "weight_update")["total"]["relative_norm"] == 0

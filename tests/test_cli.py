@@ -22,6 +22,7 @@ def test_help_documents_options_and_layer_numbering():
     assert "--model.target_layer" in out and "The ``hidden_states`` index the loss reads" in out
     assert "--data.leakage" in out and "remove them from the trained set" in out
     assert "--ckpt_path last" in out and "logs/<name>/version_<n>/" in out
+    assert "--measure.weight_update" in out and "--measure.drift" in out and "false turns it off" in out
     for command in ("scan", "zeroshot", "compare"):
         code, out, _ = run_main([command, "--help"])
         assert code == 0 and "--output" in out, command
@@ -363,7 +364,12 @@ def test_tensorboard_custom_scalars_one_chart_per_tag_grouped_by_layer(demo_run)
             drawn = {tag for tag in logged if any(re.fullmatch(pattern, tag) for pattern in patterns)}
             assert len(drawn) == 1, (title, drawn)
     assert categories["alignment at layer 2 (target)"]["control: gap (layer 2)"] == [r"align/control/gap/layer_02"]
-    assert set(categories["zero-shot XNLI"]) == {"sw: acc", "en: acc", "sw: retention", "en: retention"}
+    tasks = ("xnli_sw", "xnli_en", "xcopa_sw", "xstorycloze_sw")
+    charts = {f"reasoning: {t} {w}" for t in tasks for w in ("acc", "retention")}
+    assert set(categories["zero-shot reasoning"]) == charts
+    assert set(categories["held-out text"]) == {
+        f"lm: {lang} {w}" for lang in ("sw", "en") for w in ("token_loglikelihood", "perplexity")
+    }
 
 
 @pytest.mark.slow
@@ -386,6 +392,7 @@ def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
             "--trainer.max_epochs=1",
             "--trainer.limit_train_batches=2",
             "--data.reasoning_limit=3",
+            "--measure.drift=false",  # a default measurement switched off; the other stays on
             *extra,
         ],
         tmp_path,
@@ -396,6 +403,9 @@ def test_every_logger_follows_the_run_and_gets_its_settings(tmp_path):
     run = tmp_path / "logs" / "demo" / "version_0"
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"align/trained/gap/layer_02", "reasoning/xnli_sw/acc", "hparams/xnli_sw_acc"} <= set(header)
+    assert {"reasoning/xcopa_sw/acc", "hparams/xstorycloze_sw_acc", "lm/sw/perplexity"} <= set(header)
+    assert "hparams/weight_update_relative_norm" in header and not any(h.startswith("drift/") for h in header)
+    assert (run / "weight_update" / "epoch_01.json").is_file() and not (run / "drift").exists()
     hparams = _tensorboard_hparams(run)
     assert "data/fingerprint/trained_pairs" in hparams and "model/lora_alpha" in hparams
     if wandb:

@@ -207,7 +207,7 @@ def test_with_too_few_seeds_the_verdict_is_not_answerable_and_says_why(compared)
     assert alignment["answer_gain"] == alignment["answer_beyond_chance"] == "not answerable"
     # What the reader needs beside it: the primary endpoint, chance, the detectable effect, the different bases.
     assert md.count("Primary endpoints.") == 1 and "CSLS P@1" in md
-    assert "chance 0.333 (3 labels)" in md and "an exact McNemar test detects" in md
+    assert "chance 0.333 (3 choices)" in md and "an exact McNemar test detects" in md
     assert "the arms start from different bases (nf4 base, bfloat16 compute vs float32 base)" in verdict, verdict
 
 
@@ -420,7 +420,12 @@ def test_retention_is_judged_against_each_full_arm_on_its_own(tmp_path):
         _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (10, final), "xnli_en": (12, 12)})
     for seed, final in enumerate([4, 5, 6, 5, 3]):
         _fake_run(
-            logs, "full_early", seed, seed, correct={"xnli_sw": (10, final), "xnli_en": (12, 5)}, model={"adaptation": "full"}
+            logs,
+            "full_early",
+            seed,
+            seed,
+            correct={"xnli_sw": (10, final), "xnli_en": (12, 5)},
+            model={"adaptation": "full"},
         )
     for seed, final in enumerate([7, 8]):
         _fake_run(logs, "full_all", seed, seed, correct={"xnli_sw": (10, final), "xnli_en": (12, 12)}, model=FULL_ALL)
@@ -460,7 +465,13 @@ def _retention_answer(tmp_path, lora_finals, full_finals, *, baseline, examples,
         _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (baseline, final)}, examples=examples)
     for seed, final in enumerate(full_finals):
         _fake_run(
-            logs, "full", seed, seed, correct={"xnli_sw": (baseline, final)}, model={"adaptation": "full"}, examples=examples
+            logs,
+            "full",
+            seed,
+            seed,
+            correct={"xnli_sw": (baseline, final)},
+            model={"adaptation": "full"},
+            examples=examples,
         )
     report = build_report([logs / "tli", logs / "full"], resamples=2000, min_seeds=min_seeds)
     [comparison] = report["verdict"]["retention"]["comparisons"]
@@ -500,7 +511,8 @@ def test_retention_is_decided_per_language_first(tmp_path):
     # Swahili: LoRA keeps what full fine-tuning loses; English: the other way round.
     for seed in range(5):
         _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (10, 10), "xnli_en": (12, 5)})
-        _fake_run(logs, "full", seed, seed, correct={"xnli_sw": (10, 3), "xnli_en": (12, 12)}, model={"adaptation": "full"})
+        full = {"adaptation": "full"}
+        _fake_run(logs, "full", seed, seed, correct={"xnli_sw": (10, 3), "xnli_en": (12, 12)}, model=full)
     [c] = build_report([logs / "tli", logs / "full"], resamples=2000)["verdict"]["retention"]["comparisons"]
     assert (c["per_task"]["xnli_sw"]["answer"], c["per_task"]["xnli_en"]["answer"]) == ("yes", "no")
     assert c["answer"] == "mixed" and "the tasks answer xnli_sw yes, xnli_en no" in c["words"]
@@ -608,7 +620,8 @@ def test_an_undefined_retention_is_null_in_and_out(tmp_path):
     assert any("retention undefined for xnli_sw" in w for w in report["warnings"])
     assert report["arms"]["tli"]["reasoning"]["xnli_sw"]["retention"]["n"] == 0
     write_report(report, tmp_path / "out")
-    assert _strict((tmp_path / "out" / "report.json").read_text())["runs"][0]["reasoning"]["xnli_sw"]["retention"] is None
+    written = _strict((tmp_path / "out" / "report.json").read_text())
+    assert written["runs"][0]["reasoning"]["xnli_sw"]["retention"] is None
     rows = {row["task"]: row for row in _table((tmp_path / "out" / "report.md").read_text(), "Zero-shot tasks")}
     assert rows["xnli_sw"]["retention"] == "n/a" and rows["xnli_en"]["retention"] == "1.2000"
 
@@ -621,7 +634,8 @@ def test_unfinished_versions_of_a_named_arm_are_skipped_with_a_warning(tmp_path,
     compare([str(logs / "tli"), "--output", str(tmp_path / "out"), "--resamples", "50"])
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2
-    assert str(failed) in warnings[0] and "status 'failed'" in warnings[0] and "no reasoning/epoch_NN.json" in warnings[0]
+    assert str(failed) in warnings[0] and "status 'failed'" in warnings[0]
+    assert "no reasoning/epoch_NN.json" in warnings[0]
     assert str(interrupted) in warnings[1] and "status 'interrupted'" in warnings[1]
     report = _strict((tmp_path / "out" / "report.json").read_text())
     assert [r["version"] for r in report["runs"]] == [0]

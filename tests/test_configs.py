@@ -142,6 +142,36 @@ def _zeroshot_gives_what_the_run_logged(root, arm: str) -> None:
     assert got == logged["tasks"]["xnli_sw"]["loglikelihoods"]
 
 
+SHARED = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (the real data) is not beside this checkout")
+def test_an_8b_recipe_measures_its_four_tasks_on_the_real_files_every_epoch(tmp_path, tiny_dir):
+    # The recipe's own task list (the real files beside the repo), on the tiny model: 4 examples per task, 2 epochs.
+    recipe = REPO / "configs" / "lugha_llama_8b" / "tli_lora_early.yaml"
+    work = tmp_path / "work"  # the recipe's paths are ../shared/data/...: a shared/ beside the working directory
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(SHARED.parent)
+    result = cli(
+        ["fit", "--config", str(recipe), "--model.model_name_or_path=tiny", "--data.lexicon_path=demo"]
+        + ["--data.control_path=demo", "--data.reasoning_limit=4", "--trainer.max_epochs=2"]
+        + ["--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"],
+        work,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = work / "logs" / "tli_lora_early" / "version_0"
+    files = json.loads((run / "summary.json").read_text())["provenance"]["data_files"]
+    for name, file in (("xnli_sw", "xnli_sw_validation.jsonl"), ("xcopa_sw", "xcopa_sw_validation.jsonl")):
+        assert files[name]["path"].endswith(file) and len(files[name]["sha256"]) == 64
+    for epoch in ("baseline", "epoch_01", "epoch_02"):
+        tasks = json.loads((run / "reasoning" / f"{epoch}.json").read_text())["tasks"]
+        assert list(tasks) == ["xnli_sw", "xnli_en", "xcopa_sw", "xstorycloze_sw"]
+        assert all(t["n"] == 4 for t in tasks.values()) and tasks["xcopa_sw"]["chance"] == 0.5
+    # Rows of the real files, not of the demo ones: the real XStoryCloze split has 360.
+    assert max(tasks["xstorycloze_sw"]["rows"]) > 40
+
+
 @pytest.mark.slow
 def test_the_demo_grid_runs_every_arm_and_both_controls(tmp_path, tiny_dir):
     # The grid as shipped, shortened (1 epoch, 2 seeds of the early arms and of the positive control, no
@@ -173,10 +203,15 @@ def test_the_demo_grid_runs_every_arm_and_both_controls(tmp_path, tiny_dir):
     assert report["arms"]["tli_lora_early"]["learning_rates"] == [0.0002]
     md = (grid / "report.md").read_text()
     assert "**Primary endpoints.** Alignment: control-pair CSLS P@1" in md
-    assert "Decision rules" in md and "chance 0.333 (3 labels)" in md and "| chance |" in md
+    assert "Decision rules" in md and "chance 0.333 (3 choices)" in md and "| chance |" in md
+    assert "xstorycloze_sw: chance 0.500 (2 choices)" in md and "## Held-out text, baseline -> final" in md
     for name in report["figures"].values():
         for where in (grid, grid / "positive_control"):
             assert (where / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (where, name)
+    # Why, for every arm: the update's size and rank per block, and the drift curve at the final epoch.
+    assert set(report["why"]["weight_update"]) == set(report["why"]["drift"]) == set(report["arms"])
+    assert all(a["total"]["effective_rank_mean"]["mean"] > 0 for a in report["why"]["weight_update"].values())
+    assert "## Why: the weight update and each layer's drift" in md and "Described, not tested" in md
     # The negative control: a random model retrieves its control translations no better than before training.
     assert report["verdict"]["alignment"]["answer_gain"] in ("inconclusive", "not answerable", "no")
     # The positive control: the same recipe on a model with planted alignment finds it beyond chance.

@@ -14,7 +14,7 @@ import torch
 
 from tli_lightning.tiny_model import demo_data_path
 
-MODULES = ["representations", "alignment", "zeroshot", "losses", "data"]
+MODULES = ["representations", "alignment", "zeroshot", "tasks", "losses", "data", "drift"]
 
 
 def _examples(module_name: str) -> list[str]:
@@ -42,6 +42,9 @@ def test_docstring_examples_run(module_name, tiny_dir, tiny_float):
         "examples": read_xnli_file(demo_data_path("xnli_sw.jsonl"))[:6],
         "sw_vectors": torch.randn(8, 16, requires_grad=True),
         "en_vectors": torch.randn(8, 16, requires_grad=True),
+        "premises_sw": [e.premise for e in read_xnli_file(demo_data_path("xnli_sw.jsonl"))],
+        "premises_en": [e.premise for e in read_xnli_file(demo_data_path("xnli_en.jsonl"))],
+        "words": ["maji", "moto", "water", "fire"],
     }
     for code in _examples(module_name):
         for placeholder, value in placeholders.items():

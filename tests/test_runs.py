@@ -33,6 +33,10 @@ def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
         assert torch.equal(final["state_dict"][name], tensor), name
     for name, state in expected["optimizer_states"][0]["state"].items():
         assert torch.equal(final["optimizer_states"][0]["state"][name]["exp_avg"], state["exp_avg"])
+    for key in ("weight_update", "drift"):  # their base (LoRA aside) came back from the checkpoint
+        for name in ("epoch_01", "epoch_02"):
+            a = json.loads((_run_dir(resumed_root) / key / f"{name}.json").read_text())
+            assert a == json.loads((_run_dir(reference_root) / key / f"{name}.json").read_text()), (key, name)
     got, want = scalars(_run_dir(resumed_root)), scalars(_run_dir(reference_root))
     # Every training step logged once, with the same loss: no batch skipped or repeated.
     assert got["train/loss_step"] == want["train/loss_step"]
@@ -40,15 +44,17 @@ def _assert_same_training(resumed_root: Path, reference_root: Path) -> None:
         got["train/loss_epoch"] == want["train/loss_epoch"]
     )  # epoch means count the batches before the interruption too
     # Every evaluation once (baseline + each epoch), with the same numbers.
-    assert got["xnli/sw/acc"] == want["xnli/sw/acc"] and len(want["xnli/sw/acc"]) == 3
+    assert got["reasoning/xnli_sw/acc"] == want["reasoning/xnli_sw/acc"] and len(want["reasoning/xnli_sw/acc"]) == 3
+    assert got["lm/sw/token_loglikelihood"] == want["lm/sw/token_loglikelihood"]
     assert got["align/control/gap/layer_02"] == want["align/control/gap/layer_02"]
     for name in ("baseline", "epoch_01", "epoch_02"):
-        a = json.loads((_run_dir(resumed_root) / "xnli" / f"{name}.json").read_text())
-        b = json.loads((_run_dir(reference_root) / "xnli" / f"{name}.json").read_text())
-        assert a["languages"]["sw"]["loglikelihoods"] == b["languages"]["sw"]["loglikelihoods"]
+        for folder, part in (("reasoning", "tasks"), ("lm", "languages")):
+            a = json.loads((_run_dir(resumed_root) / folder / f"{name}.json").read_text())
+            b = json.loads((_run_dir(reference_root) / folder / f"{name}.json").read_text())
+            assert a[part] == b[part], (folder, name)
     # Each evaluation's cost, kept in the checkpoint across the interruption: every evaluation once, in order.
     timings = json.loads((_run_dir(resumed_root) / "summary.json").read_text())["provenance"]["timings"]
-    for measurement in ("alignment", "xnli"):
+    for measurement in ("alignment", "reasoning", "lm"):
         evaluations = timings["evaluations"][measurement]
         assert [e["name"] for e in evaluations] == ["baseline", "epoch_01", "epoch_02"], measurement
         assert all(e["wall_s"] > 0 for e in evaluations)
@@ -108,7 +114,7 @@ def test_every_interruption_resumes_bit_for_bit(tmp_path, reference, kind):
     if code in (130, 143):
         assert "resume with: python -m tli_lightning fit" in interrupted.stderr
         assert json.loads((_run_dir(tmp_path) / "summary.json").read_text())["status"] == "interrupted"
-    finished_evaluation = _run_dir(tmp_path) / "xnli" / "epoch_02.json"
+    finished_evaluation = _run_dir(tmp_path) / "reasoning" / "epoch_02.json"
     if kind == "sigterm_in_evaluation":  # the evaluation the signal arrived in was finished, not cut short
         written = finished_evaluation.stat().st_mtime_ns
 

@@ -66,6 +66,6 @@ def test_the_default_fit_runs_on_tiny_aligned(tmp_path, aligned_dir):
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((tmp_path / "logs" / "demo" / "version_0" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["model"]["model_name_or_path"] == "tiny-aligned"
-    control = summary["alignment"]["layers"][str(TARGET_LAYER)]["control"]
+    control = summary["measurements"]["alignment"]["layers"][str(TARGET_LAYER)]["control"]
     # The baseline the run measured (NF4, the default) finds it too, against the chance of the shared pool.
     assert control["csls_p_at_1"][0] > 10 * control["chance_p_at_1"]

@@ -82,6 +82,8 @@ DEFAULT_CALLBACKS = [
     _component("tli_lightning.callbacks.LayerwiseAlignment"),
     _component("tli_lightning.callbacks.ZeroShotRetention"),
     _component("tli_lightning.callbacks.LanguageModelRetention"),
+    _component("tli_lightning.callbacks.WeightUpdateSpectrum"),  # off: --measure.weight_update false
+    _component("tli_lightning.callbacks.RepresentationDrift"),  # off: --measure.drift false
     # After the evaluations: each adapter's card carries that epoch's numbers.
     _component("tli_lightning.callbacks.AdapterExport"),
 ]
@@ -347,14 +349,19 @@ def _write_tensorboard_layout(trainer, datamodule, model_settings) -> None:
         names = {0: "embeddings", blocks: "final", target: "target"}
         layers = {layer: names.get(layer, "") for layer in alignment.scalar_layers_of(blocks, target)}
     sets = ["trained", "control"]
-    from tli_lightning.callbacks import ZeroShotRetention
+    from tli_lightning.callbacks import LanguageModelRetention, ZeroShotRetention
 
     measured = {
         c.key: list(c.tasks if c.tasks is not None else getattr(datamodule, "reasoning", {}))
         for c in trainer.callbacks
         if isinstance(c, ZeroShotRetention)
     }
-    writer.add_custom_scalars(tensorboard_layout(sets, measured, layers))
+    texts = {
+        c.key: list(c.texts if c.texts is not None else getattr(datamodule, "lm_texts", {}))
+        for c in trainer.callbacks
+        if isinstance(c, LanguageModelRetention)
+    }
+    writer.add_custom_scalars(tensorboard_layout(sets, measured, layers, texts=texts))
 
 
 def _num_blocks(model_name_or_path: str) -> int | None:

@@ -1,4 +1,4 @@
-"""The measurement commands, without training: ``scan`` (alignment per layer), ``zeroshot`` (XNLI),
+"""The measurement commands, without training: ``scan`` (alignment per layer), ``zeroshot`` (multiple-choice tasks),
 ``compare`` (runs side by side).
 
 An adapter directory written by a run carries ``tli_settings.json``: the base it was trained on.
@@ -62,7 +62,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=_positive,
         default=32,
-        help="per forward pass: words (scan), or XNLI examples with their three candidates (zeroshot) (default: 32)",
+        help="per forward pass: words (scan), or examples with all their choices (zeroshot) (default: 32)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -295,22 +295,27 @@ def zeroshot(argv: list[str]) -> None:
     parser = OneLineArgumentParser(
         prog="python -m tli_lightning zeroshot",
         description=(
-            "Zero-shot XNLI exactly as lm-evaluation-harness's xnli_<lang>: each of three candidates "
-            "'premise, <question>? <Yes|Also|No>, hypothesis' is scored by its summed log-probability given "
-            "the BOS token; prediction = argmax."
+            "Zero-shot multiple choice exactly as lm-evaluation-harness scores its task: each choice's "
+            "continuation (' ' + choice) is scored by its summed log-probability given the example's context "
+            "(XNLI: given the BOS token; its three candidates 'premise, <question>? <Yes|Also|No>, hypothesis' "
+            "carry the premise); prediction = argmax; acc = lm-eval's."
         ),
     )
     _model_options(parser)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--task",
+        help="lm-eval's task name: xnli_<lang> (15 languages), xcopa_<lang>, xstorycloze_<lang>; e.g. xcopa_sw",
+    )
+    which.add_argument("--language", help="XNLI language code, the same as --task xnli_<language>, e.g. sw")
     parser.add_argument(
         "--data",
-        required=True,
-        help="local JSONL/TSV (premise, hypothesis, label), a pattern with {lang}, the hub id facebook/xnli, or demo "
-        "(the bundled examples)",
+        default="demo",
+        help="local JSONL/TSV in the task's format (XNLI: premise, hypothesis, label; XCOPA: its JSONL; "
+        "XStoryCloze: fairseq's TSV or the hub's column names), a pattern with {lang}, the task's hub id "
+        "(facebook/xnli, cambridgeltl/xcopa, juletxara/xstory_cloze), or demo (the bundled examples; default)",
     )
-    parser.add_argument(
-        "--language", required=True, help="XNLI language code for the verbalizers (and the hub config), e.g. sw"
-    )
-    parser.add_argument("--split", default="validation", help="hub split (default: validation, what lm-eval scores)")
+    parser.add_argument("--split", help="hub split (default: the one lm-eval scores: validation, test, eval)")
     subset = parser.add_mutually_exclusive_group()
     subset.add_argument("--limit", type=_positive, help="score only the first N examples (as lm-eval's --limit)")
     subset.add_argument(
@@ -329,16 +334,18 @@ def zeroshot(argv: list[str]) -> None:
     parser.add_argument(
         "--output",
         default="preds.jsonl",
-        help="per-example JSONL; 'index' is the example's row in --data (default: preds.jsonl)",
+        help="per-example JSONL: 'index' is the example's position among the file's examples (0-based, as "
+        "--sample and lm-eval's doc_id count), 'row' its line in --data (or hub row) (default: preds.jsonl)",
     )
     args = parser.parse_args(argv)
 
-    from tli_lightning.xnli import candidate_templates, load_xnli, stratified_indices
+    from tli_lightning.tasks import get_task, load_examples
+    from tli_lightning.xnli import stratified_indices
 
+    task = get_task(args.task if args.task else f"xnli_{args.language}")
     settings = base_settings(args)
     _say_base("zeroshot", args, settings)
-    templates = candidate_templates(args.language)
-    examples = load_xnli(_bundled(args.data, "xnli_{lang}.jsonl"), args.language, args.split)
+    examples = load_examples(task, args.data, args.split)
     rows = list(range(len(examples)))[: args.limit]
     if args.sample is not None:
         rows = stratified_indices([e.label for e in examples], args.sample, args.seed)
@@ -346,25 +353,32 @@ def zeroshot(argv: list[str]) -> None:
     output = _output(args.output)
     model, tokenizer = _load(args, settings)
 
-    from tli_lightning.zeroshot import classification_scores, score_xnli
+    from tli_lightning.tasks import score_examples
 
     with _precision(model, settings):
-        loglik = score_xnli(
+        loglik = score_examples(
             model,
             tokenizer,
             examples,
-            templates=templates,
             batch_size=args.batch_size,
-            progress=_progress(args, f"xnli {args.language}"),
+            progress=_progress(args, task.name),
+            target_delimiter=task.target_delimiter,
         )
     predictions = loglik.argmax(dim=1).tolist()
     used = _record(settings, args)  # on every line: a file of scores names the base they were made on
     with output.open("w", encoding="utf-8") as handle:
-        for index, example, row, prediction in zip(rows, examples, loglik.tolist(), predictions):
-            record = {"index": index, "label": example.label, "loglikelihoods": row, "prediction": prediction}
+        for index, example, scores, prediction in zip(rows, examples, loglik.tolist(), predictions):
+            record = {
+                "index": index,
+                "row": example.row,
+                "label": example.label,
+                "loglikelihoods": scores,
+                "prediction": prediction,
+            }
             handle.write(json.dumps({**record, "settings": used}) + "\n")
-    scores = classification_scores(predictions, [e.label for e in examples])
-    print(json.dumps({"language": args.language, **scores, "settings": used}))
+    scores = task.metrics(loglik, examples)
+    summary = {"task": task.name, "language": task.language, **scores, "chance": task.chance}
+    print(json.dumps({**summary, "settings": used}))
 
 
 def run_command(name: str, argv: list[str]) -> None:

@@ -144,6 +144,9 @@ class TLICLI(LightningCLI):
                 "trainer.callbacks": self.default_callbacks,
             }
         )
+        from tli_lightning.switches import add_switches
+
+        add_switches(parser)
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -174,6 +177,9 @@ class TLICLI(LightningCLI):
         session = self.session
         config = self.config[self.subcommand]
         config.ckpt_path = getattr(self, "_ckpt_path", None)
+        from tli_lightning.switches import apply_switches
+
+        apply_switches(config)
         _check_callbacks(config)
         _add_progress_bar(config)
         if self.subcommand != "fit":

@@ -90,6 +90,7 @@ def tensorboard_layout(
     measured: Mapping[str, Sequence[str]],
     layers: Mapping[int, str] | None = None,
     metrics: Sequence[str] = ("csls_p_at_1", "gap", "cos", "cos_random"),
+    texts: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
     """A custom-scalars layout: one category per logged layer (``{layer: label}``), zero-shot tasks, training.
 
@@ -124,4 +125,11 @@ def tensorboard_layout(
         "train/loss_epoch": ["Multiline", [r"train/loss_epoch"]],
         "val/loss": ["Multiline", [r"val/loss"]],
     }
-    return {**alignment, "zero-shot reasoning": reasoning, "training": training}
+    # ``texts`` = {a held-out text measurement's key: its languages}.
+    held_out = {
+        f"{key}: {language} {what}": ["Multiline", [rf"{key}/{language}/{what}"]]
+        for key, languages in (texts or {}).items()
+        for language in languages
+        for what in ("token_loglikelihood", "perplexity")
+    }
+    return {**alignment, "zero-shot reasoning": reasoning, "held-out text": held_out, "training": training}

@@ -21,8 +21,8 @@ Example::
 
     from tli_lightning.tasks import get_task, load_examples, score_examples
     task = get_task("xcopa_sw")
-    examples = load_examples(task, "../shared/data/xcopa_sw_validation.jsonl")   # or "demo", or the hub id
-    loglik = score_examples(model, tokenizer, examples)                          # [n, 2] float64
+    examples = load_examples(task, "demo")  # or a file (../shared/data/xcopa_sw_validation.jsonl), or the hub id
+    loglik = score_examples(model, tokenizer, examples)  # [n, 2] float64
     print(task.metrics(loglik, examples)["acc"])
 
 Adding a task: one :class:`Task` in ``TASKS`` (its ``to_example`` turns a record of its files into an
@@ -90,6 +90,13 @@ class Task:
     @property
     def chance(self) -> float:
         return 1 / self.num_choices
+
+    def __reduce__(self) -> Any:
+        # A registered task pickles as its name (its to_example is a closure, which pickle cannot carry):
+        # checkpoints, DDP broadcasts and spawned workers get the same definition back.
+        if TASKS.get(self.name) is self:
+            return (get_task, (self.name,))
+        return super().__reduce__()
 
     def metrics(self, loglikelihoods: torch.Tensor, examples: Sequence[Example]) -> dict[str, float | int]:
         """lm-eval's ``acc`` (argmax of the log-likelihoods), with correct, n and macro F1 over the choices."""
@@ -287,6 +294,37 @@ def _tasks() -> dict[str, Task]:
 
 
 TASKS: dict[str, Task] = _tasks()
+
+
+def hub_columns(record: Mapping[str, Any], from_tsv: bool) -> dict:
+    """A row of one of our files as the hub dataset lm-eval reads has it (fairseq's XStoryCloze names renamed,
+    TSV labels made integers): what a local lm-eval task (``dataset_path: json``) must be given."""
+    row = {STORY_COLUMNS.get(k, k): v for k, v in record.items()}
+    if "InputStoryid" in row:
+        row["story_id"] = row.pop("InputStoryid")
+    for name in ("label", "answer_right_ending"):
+        if from_tsv and isinstance(row.get(name), str) and row[name].strip().isdigit():
+            row[name] = int(row[name])
+    return row
+
+
+def lm_eval_task_yaml(task: Task, name: str, lm_eval_tasks: str | Path, data_file: str | Path) -> str:
+    """An lm-eval task ``name`` that is lm-eval's own task file for ``task`` (included, under the installed
+    ``lm_eval/tasks`` folder ``lm_eval_tasks``) reading the local JSONL ``data_file`` (rows as
+    :func:`hub_columns` gives them) as the split lm-eval scores; every other split it names is switched off."""
+    others = ["training_split: null"] + (["validation_split: null"] if task.hub_split == "test" else [])
+    lines = [
+        f"include: {Path(lm_eval_tasks) / task.lm_eval_yaml}",
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_name: null",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    {task.hub_split}: {data_file}",
+        *others,
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def get_task(name: str) -> Task:

@@ -1,18 +1,22 @@
-"""Zero-shot XNLI scoring, exactly as lm-evaluation-harness's ``xnli_<lang>`` task.
+"""Zero-shot multiple-choice scoring, exactly as lm-evaluation-harness 0.4 scores a ``multiple_choice`` task.
 
-Each candidate's score is the summed log-probability of the tokens of ``" " + candidate``
-(encoded without special tokens) given the BOS token alone (EOS when there is no BOS); the
-prediction is the argmax over the three candidates.
+A request is a ``(context, continuation)`` pair; its score is the summed log-probability of the
+continuation's tokens given the context's, both tokenized as lm-eval's Hugging Face model does
+(:func:`lm_eval_pairs`: an empty context is the BOS token, EOS when there is none). The prediction is the
+argmax over an example's choices. :mod:`tli_lightning.tasks` builds the requests of XNLI, XCOPA and
+XStoryCloze; :func:`score_xnli` keeps XNLI's own entry point (empty context, three candidates).
 
-Faster than the harness through batching (length-sorted batches, little padding), running the
-LM head only where a score is read, and running each premise once for its three candidates
-(the candidates continue from its cached keys and values).
+Faster than the harness through batching (length-sorted batches, little padding), running the LM head
+only where a score is read (the continuation's tokens), and running each example's shared beginning (its
+context, and for XNLI the premise too) once for all its choices: they continue from its cached keys and
+values.
 
 Example, with a causal LM of a supported family (:mod:`tli_lightning.backbones`)::
 
-    from tli_lightning.zeroshot import classification_scores, score_xnli
+    from tli_lightning.zeroshot import classification_scores, score_contexts, score_xnli
     loglik = score_xnli(model, tokenizer, examples, language="sw")   # [n, 3]
     scores = classification_scores(loglik.argmax(1).tolist(), [e.label for e in examples])  # acc, macro_f1, ...
+    score_contexts(model, tokenizer, [("Mvua ilinyesha kwa hiyo", [" barabara ililowa.", " jua liliwaka."])])
 """
 
 from __future__ import annotations

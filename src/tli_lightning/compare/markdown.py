@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tli_lightning.compare._shared import FIGURES, PAPER_LAYER, SETS, _fmt, _p, _spread
+from tli_lightning.compare.why import why_markdown
 from tli_lightning.layers import LAYERS_NOTE
 
 
@@ -65,7 +66,10 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
             if c["different_bases"]:
                 lines.append(f"  - **warning: {c['different_bases']}**")
             continue
-        lines.append(f"{head}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
+        agreement = ""
+        if len(c["per_task"]) > 2:  # the tasks and the pooled answer
+            agreement = "; the tasks agree" if c["tasks_agree"] else "; **the tasks do not agree**"
+        lines.append(f"{head}{agreement}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
         for task, v in c["per_task"].items():
             lines.append(f"  - {task}{' (secondary)' if task == 'pooled' else ''}: {v['answer']}: {v['words']}")
         for lang, v in c["lm"].items():
@@ -533,6 +537,7 @@ def format_markdown(report: dict[str, Any]) -> str:
             + [_spread(a["retention_mean"], sign=False)]
         )
     lines += _table(header, rows)
+    lines += why_markdown(report)
 
     lines += _cost_lines(runs, labels)
     lines += [

@@ -263,10 +263,10 @@ def _check_same_data(runs: Sequence[_Run]) -> bool:
     own seed for the data (``data.seed: null``), in which case their samples differ by design but their sources
     must not."""
     first = runs[0]
-    tasks = sorted(first.tasks)
+    tasks = list(first.tasks)  # in the order measured: a refusal names the first that differs
     for run in runs[1:]:
-        theirs = sorted(run.tasks)
-        if theirs != tasks:
+        theirs = list(run.tasks)
+        if sorted(theirs) != sorted(tasks):
             raise TLIError(
                 f"runs differ in zero-shot tasks: {first.path} has {', '.join(tasks)} vs {run.path} has "
                 f"{', '.join(theirs)}"

@@ -14,6 +14,7 @@ from tli_lightning.compare.markdown import format_markdown
 from tli_lightning.compare.numbers import _arms, _run_entry, reasoning_context, split_learning_rates
 from tli_lightning.compare.reading import _check_same_data, check_same_base, find_runs, load_run
 from tli_lightning.compare.verdict import COMBINING, RULES, alignment_verdict, retention_verdict
+from tli_lightning.compare.why import draw_why_figures, why_figures, why_numbers
 from tli_lightning.errors import TLIError
 from tli_lightning.layers import LAYERS_NOTE
 
@@ -109,6 +110,8 @@ def build_report(
         "warnings": warnings,
         "figures": dict(FIGURES),
     }
+    report["why"] = why_numbers(loaded, runs, arms)
+    report["figures"].update(why_figures(report["why"]))
     return _json_ready(report)
 
 
@@ -136,4 +139,5 @@ def write_report(report: dict[str, Any], output: str | Path) -> list[Path]:
     for key, draw in (("tradeoff", figure_tradeoff), ("per_layer", figure_per_layer), ("accuracy", figure_accuracy)):
         paths.append(output / FIGURES[key])
         draw(report, paths[-1])
+    paths += draw_why_figures(report, output)
     return paths
