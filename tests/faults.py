@@ -16,11 +16,12 @@ class Fault(L.Callback):
     """Interrupt the run once, in epoch ``epoch`` (0-based) at batch ``batch``, the way ``kind`` says.
 
     kinds: ``sigkill`` (before the batch: the process vanishes), ``sigint``/``sigterm`` (sent to
-    itself during the batch's backward pass), ``step`` (an exception during the backward pass, after
-    the forward drew its dropout masks), ``epoch_start`` (an exception as epoch ``epoch`` starts),
-    ``evaluation`` (an exception inside the end-of-epoch XNLI evaluation of epoch ``epoch``),
-    ``sigterm_in_evaluation`` (SIGTERM sent to itself inside that evaluation), ``sigint_in_baseline``
-    (SIGINT inside the XNLI evaluation before training).
+    itself during the batch's backward pass), ``sigusr1`` (the same, as SLURM warns before the time
+    limit; not in a requeued job, SLURM_RESTART_COUNT > 0, which must run on), ``step`` (an
+    exception during the backward pass, after the forward drew its dropout masks), ``epoch_start``
+    (an exception as epoch ``epoch`` starts), ``evaluation`` (an exception inside the end-of-epoch
+    XNLI evaluation of epoch ``epoch``), ``sigterm_in_evaluation`` (SIGTERM sent to itself inside
+    that evaluation), ``sigint_in_baseline`` (SIGINT inside the XNLI evaluation before training).
     """
 
     def __init__(self, kind: str, epoch: int = 1, batch: int = 5) -> None:
@@ -61,5 +62,7 @@ class Fault(L.Callback):
             return
         if self.kind in ("sigint", "sigterm"):
             os.kill(os.getpid(), signal.SIGINT if self.kind == "sigint" else signal.SIGTERM)
+        elif self.kind == "sigusr1" and int(os.environ.get("SLURM_RESTART_COUNT", "0")) == 0:
+            os.kill(os.getpid(), signal.SIGUSR1)
         elif self.kind == "step":
             raise RuntimeError("injected fault inside a training step")

@@ -1,5 +1,8 @@
 """The demo grid: every comparison arm on the tiny models and bundled data, then the comparison reports.
 
+The `grid` command's tasks (python -m tli_lightning grid, tli_lightning/grid.py), run here; a plan the command's
+arms x seeds x rates cannot say in one line (five seeds and a sweep for two arms, one seed for the others).
+
     python tools/demo_grid.py --jobs 2        # 22 runs, 2 at a time, then reports/demo_grid/report.md
 
 Arms: configs/lugha_llama_8b/*.yaml, each with configs/demo/on_tiny_model.yaml on top (the same recipes as the
@@ -19,66 +22,37 @@ The grid shows the machinery and the reports, not a finding.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from tli_lightning.grid import Task, compare_command, run_local
+
 REPO = Path(__file__).resolve().parent.parent
+ARMS = REPO / "configs" / "lugha_llama_8b"
+ON_TINY = REPO / "configs" / "demo" / "on_tiny_model.yaml"
 EARLY_ARMS = {"tli_lora_early": (5e-5, 1e-3), "full_early": (5e-6, 1e-4)}  # the question's two arms: their sweeps
 OTHER_ARMS = ("lora_early_bf16", "full_all", "lora_all")
 SEEDS = (42, 1, 2, 3, 4)
 POSITIVE_CONTROL = ("tli_lora_early", "tiny-aligned")
-WRITTEN = re.compile(r"\(written to (\S+)/summary\.json\)")
 
 
-def run_arm(arm: str, seed: int, extra: list[str], where: Path, threads: int | None = None) -> str:
-    command = [
-        sys.executable,
-        "-m",
-        "tli_lightning",
-        "fit",
-        "--config",
-        str(REPO / "configs" / "lugha_llama_8b" / f"{arm}.yaml"),
-        "--config",
-        str(REPO / "configs" / "demo" / "on_tiny_model.yaml"),
-        "--seed_everything",
-        str(seed),
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        *extra,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    where.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(command, capture_output=True, text=True, cwd=where, env=env)
-    label = f"{arm} (seed {seed}{', ' + ' '.join(extra) if extra else ''})"
-    if result.returncode != 0:
-        sys.stderr.write(result.stderr[-4000:])
-        raise SystemExit(f"{label} failed with exit code {result.returncode}")
-    found = WRITTEN.search(result.stdout)
-    if found is None:
-        raise SystemExit(f"{label}: no summary line in its output")
-    print(f"== {label}: {result.stdout.strip().splitlines()[0]}", flush=True)
-    return found.group(1)  # relative to `where`, where compare then runs
+def plan(seeds: int, sweep: bool, positive: bool, epochs: list[str]) -> list[Task]:
+    """Every run of the grid (the `grid` command's tasks: arm, seed, rate, subdirectory)."""
 
+    def task(arm: str, seed: int, rate: float | None = None, extra: list[str] = (), where: str = ".") -> Task:
+        return Task(ARMS / f"{arm}.yaml", seed, rate, [ON_TINY], [*epochs, *extra], where)
 
-def plan(seeds: int, sweep: bool, positive: bool, epochs: list[str]) -> list[tuple[str, int, list[str], str]]:
-    """(arm, seed, extra arguments, subdirectory) for every run of the grid."""
     jobs = []
     for arm, rates in EARLY_ARMS.items():
-        jobs += [(arm, seed, epochs, ".") for seed in SEEDS[:seeds]]
+        jobs += [task(arm, seed) for seed in SEEDS[:seeds]]
         if sweep:
-            jobs += [(arm, SEEDS[0], [*epochs, "--model.learning_rate", f"{rate:g}"], ".") for rate in rates]
-    jobs += [(arm, SEEDS[0], epochs, ".") for arm in OTHER_ARMS]
+            jobs += [task(arm, SEEDS[0], rate) for rate in rates]
+    jobs += [task(arm, SEEDS[0]) for arm in OTHER_ARMS]
     if positive:
         arm, model = POSITIVE_CONTROL
-        jobs += [
-            (arm, seed, [*epochs, "--model.model_name_or_path", model], "positive_control") for seed in SEEDS[:seeds]
-        ]
+        extra = ["--model.model_name_or_path", model]
+        jobs += [task(arm, seed, extra=extra, where="positive_control") for seed in SEEDS[:seeds]]
     return jobs
 
 
@@ -112,18 +86,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     epochs = ["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []
-    output = Path(args.output)
+    output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    jobs = plan(args.seeds, not args.no_sweep, not args.no_positive_control, epochs)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
-    pool = ThreadPoolExecutor(max_workers=args.jobs)  # runs claim their version directories atomically
+    tasks = plan(args.seeds, not args.no_sweep, not args.no_positive_control, epochs)
     try:
-        runs = list(pool.map(lambda job: (job[3], run_arm(job[0], job[1], job[2], output / job[3], threads)), jobs))
-    finally:
-        pool.shutdown(cancel_futures=True)  # a failed run: the queued ones are not started
-    for where in dict.fromkeys(where for where, _ in runs):
-        command = [sys.executable, "-m", "tli_lightning", "compare", *[r for w, r in runs if w == where]]
-        command += ["--output", ".", "--min-seeds", str(args.seeds)]
+        run_local(tasks, output, args.jobs)
+    except Exception as error:  # a failed run: its stderr is printed already
+        raise SystemExit(str(error)) from None
+    for where in dict.fromkeys(task.where for task in tasks):
+        command = [sys.executable, *compare_command(tasks, output, where)[1:]]
+        command[command.index("--output") + 1] = str(output / where)  # the reports beside the runs
+        command[command.index("--min-seeds") + 1] = str(args.seeds)
         print(f"== compare ({'negative control: random tiny model' if where == '.' else where})", flush=True)
         subprocess.run(command, check=True, cwd=output / where)
         print(f"report: {output / where / 'report.md'}", flush=True)

@@ -1,8 +1,10 @@
-"""``python -m tli_lightning {fit,validate,test,scan,zeroshot,compare}``.
+"""``python -m tli_lightning {fit,validate,test,scan,zeroshot,compare,grid}``.
 
-``fit``/``validate``/``test`` are a LightningCLI over :class:`TLIModule` and :class:`TLIDataModule`;
-with no arguments ``fit`` runs the embedded offline demo. Each ``fit`` is one run with its own
-directories (:mod:`tli_lightning.runs`); ``--ckpt_path`` resumes one.
+``fit``/``validate``/``test`` are :class:`TLICLI` (:mod:`tli_lightning.lightning_cli`, also importable from
+here), a LightningCLI over :class:`TLIModule` and :class:`TLIDataModule`; with no arguments ``fit`` runs the
+embedded offline demo. Each ``fit`` is one run with its own directories (:mod:`tli_lightning.runs`);
+``--ckpt_path`` resumes one, and so does a requeued SLURM job its own (:mod:`tli_lightning.slurm`). ``grid``
+runs arms x seeds (:mod:`tli_lightning.grid`).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from tli_lightning.errors import RunInterrupted, TLIError, usage_error
+from tli_lightning.errors import RunInterrupted, TLIError
 from tli_lightning.layers import LAYERS_NOTE
 from tli_lightning.threads import apply_thread_defaults
 
@@ -50,8 +52,9 @@ SUBCOMMAND_HELP = {
     "scan": "Per-layer alignment of translation pairs, no training (a model, or an adapter on its base).",
     "zeroshot": "Zero-shot XNLI exactly as lm-evaluation-harness, one JSON line per example.",
     "compare": "Runs side by side: alignment, XNLI retention, paired statistics, a verdict (report.md).",
+    "grid": "Arms x seeds x learning rates, each a fit: a SLURM job array (--submit slurm) or here (local).",
 }
-COMMANDS = ("fit", "validate", "test", *MEASURE_COMMANDS)
+COMMANDS = ("fit", "validate", "test", *MEASURE_COMMANDS, "grid")
 # `fit --help` shows these groups (ours first); `fit --help-all` adds the Trainer's ~370 lines after them.
 SHORT_HELP_TRAINER = (
     "--trainer.max_epochs",
@@ -113,6 +116,10 @@ def _configure_logging() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage()
     )
+    # Under SLURM: ExactResume's SIGUSR1 handler replaces Lightning's requeue (tli_lightning.slurm), not "enabled".
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(
+        lambda record: "auto-requeueing enabled" not in record.getMessage()
+    )
     # Deprecations inside transformers/PEFT/Lightning that users cannot act on.
     for message in (
         r".*is_gradient_checkpointing.*",
@@ -126,193 +133,26 @@ def _configure_logging() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def _lightning_cli(args: list[str], session: _Session) -> None:
-    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-
-    from tli_lightning.data import TLIDataModule
-    from tli_lightning.module import TLIModule
-
-    class OneLineParser(LightningArgumentParser):
-        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-            if not self.exit_on_error:  # jsonargparse parsing a part on its own: it catches this itself
-                super().error(message, ex)
-            usage_error((getattr(ex, "subcommand_parser", None) or self).prog, message)
-
-    class TLICLI(LightningCLI):
-        @staticmethod
-        def subcommands() -> dict[str, set[str]]:
-            # No predict: a contrastive word-alignment model has nothing to predict.
-            return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
-
-        def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
-            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
-            # Lightning's text describes its own `last`; ours means something else (runs.resolve_resume).
-            fit = self._subcommand_parsers.get("fit") if add_subcommands else None
-            if fit is not None:
-                fit._option_string_actions["--ckpt_path"].help = CKPT_PATH_HELP
-                _tli_options_first(fit, short=session.help == "short")
-            # The subcommand list shows what each does here, not the Trainer methods' docstrings.
-            action = getattr(self.parser, "_subcommands_action", None) if add_subcommands else None
-            for choice in getattr(action, "_choices_actions", []):
-                choice.help = SUBCOMMAND_HELP.get(choice.dest, choice.help)
-
-        def _parse_ckpt_path(self) -> None:
-            # Lightning would torch.load the whole checkpoint here (GBs for full fine-tuning) and let its
-            # hyperparameters silently override the command line. Runs instead resume with the settings
-            # they started with, checked against the run's config.yaml in before_instantiate_classes.
-            pass
-
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.set_defaults(
-                {
-                    "trainer.max_epochs": 5,
-                    "trainer.precision": "32-true",
-                    "trainer.log_every_n_steps": 5,
-                    # Logged once the run ends, with its final numbers (hparams.log_run_hparams), for the HPARAMS tab.
-                    "trainer.enable_autolog_hparams": False,
-                    "trainer.logger": DEFAULT_LOGGER,
-                    "trainer.callbacks": DEFAULT_CALLBACKS,
-                }
-            )
-            from tli_lightning.switches import add_switches
-
-            add_switches(parser)
-
-        def parse_arguments(self, parser, args) -> None:
-            super().parse_arguments(parser, args)
-            subcommand = self.config.get("subcommand")
-            if subcommand in COMMANDS and _is_rank_zero():
-                # First, before Lightning's messages: the base every number of this command is measured on.
-                from tli_lightning.commands import describe_base
-
-                model = self.config[subcommand].model
-                log.info(
-                    "%s: %s",
-                    subcommand,
-                    describe_base(
-                        model.model_name_or_path,
-                        model.quantization,
-                        model.compute_dtype,
-                        self.config[subcommand].trainer.precision,
-                    ),
-                )
-
-        def before_instantiate_classes(self) -> None:
-            config = self.config[self.subcommand]
-            from tli_lightning.switches import apply_switches
-
-            apply_switches(config)
-            _check_callbacks(config)
-            _add_progress_bar(config)
-            if self.subcommand != "fit":
-                # validate/test log beside the runs, not as runs of their own.
-                config.trainer.logger.init_args.name = f"{_logger_args(config)['name']}-{self.subcommand}"
-                if config.ckpt_path is None:
-                    log.warning("%s without --ckpt_path scores the untrained base model", self.subcommand)
-                return
-            # Every input is checked before the Trainer and the model exist: a mistake costs seconds, not a model load.
-            from tli_lightning.loading import check_model_source, resolve_model_path
-
-            if config.model.model_name_or_path != "tiny":
-                check_model_source(resolve_model_path(config.model.model_name_or_path))
-            self.prepared_data = TLIDataModule(**config.data.as_dict())
-            # Data first: a mistyped file fails here, before a run directory is created.
-            self.prepared_data.prepare_data()
-            self.prepared_data.setup("fit")
-            run, fresh = _resolve_run(config)
-            if run.resumed_from is not None:
-                # Refusals first: a refused resume must leave the run as it was.
-                _check_resume_matches(self.parser, self.config, self.subcommand, run)
-                _check_something_left_to_train(config, run)
-            session.run, session.fresh = run, fresh
-            _loggers_follow_run(config, run)
-
-        def instantiate_classes(self) -> None:
-            super().instantiate_classes()
-            prepared = getattr(self, "prepared_data", None)
-            if prepared is not None:  # the one whose files were read and checked, not a second copy
-                self.datamodule = self.config_init[self.subcommand]["data"] = prepared
-
-        def before_validate(self) -> None:
-            self._resolve_evaluated_checkpoint()
-
-        def before_test(self) -> None:
-            self._resolve_evaluated_checkpoint()
-
-        def _resolve_evaluated_checkpoint(self) -> None:
-            # `last` and run directories mean what they mean for fit (runs.resolve_resume), not Lightning's `last`.
-            spec = self.config[self.subcommand].ckpt_path
-            if spec and not Path(str(spec)).is_file():
-                from tli_lightning import runs
-
-                config = self.config[self.subcommand]
-                name = _logger_args(config)["name"].removesuffix(f"-{self.subcommand}")
-                logs = os.path.join(_logger_args(config)["save_dir"], name)
-                run = runs.resolve_resume(str(spec), logs, _checkpoints_dir(config, name), name)
-                self.config_init[self.subcommand]["ckpt_path"] = str(run.resumed_from)
-                log.info("%s: %s (step %d)", self.subcommand, run.resumed_from, run.resumed_step)
-
-        def before_fit(self) -> None:
-            from tli_lightning import runs
-
-            session.trainer = self.trainer
-            _point_at_run(self.trainer, session.run)
-            self.trainer.strategy.checkpoint_io = runs.atomic_checkpoint_io()
-            if session.fresh:
-                _write_tensorboard_layout(self.trainer, self.datamodule, self.config[self.subcommand].model)
-            if session.run.resumed_from is not None:
-                self.config_init[self.subcommand]["ckpt_path"] = str(session.run.resumed_from)
-                for note in session.run.notes:
-                    log.info(note)
-                log.info(
-                    "resuming %s (step %d) into %s",
-                    session.run.resumed_from,
-                    session.run.resumed_step,
-                    session.run.log_dir,
-                )
-
-        def after_fit(self) -> None:
-            _finish(session, status="finished")
-
-    class RunConfig(SaveConfigCallback):
-        """The resolved config, once per run; a resumed run records its own command beside it."""
-
-        def setup(self, trainer, pl_module, stage) -> None:
-            run = session.run
-            if run is not None and run.resumed_from is not None:
-                # One file per resumption, also when the same checkpoint is resumed twice.
-                taken = len(list(run.log_dir.glob("config.resumed*.yaml")))
-                self.config_filename = f"config.resumed{taken + 1}_at_step{run.resumed_step}.yaml"
-                session.resume_config = run.log_dir / self.config_filename
-            super().setup(trainer, pl_module, stage)
-
-    TLICLI(
-        TLIModule,
-        TLIDataModule,
-        args=args,
-        parser_class=OneLineParser,
-        save_config_callback=RunConfig,
-        seed_everything_default=42,
-        auto_configure_optimizers=False,  # TLIModule owns its optimizer and schedule (--model.*)
-        parser_kwargs={
-            "prog": "python -m tli_lightning",
-            "description": DESCRIPTION,
-            "fit": {"description": DESCRIPTION},
-            "validate": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_NOTE},
-            "test": {"description": "Contrastive loss and similarities on the control pairs. " + LAYERS_NOTE},
-        },
-    )
+def _has_logger(config) -> bool:
+    """False for ``--trainer.logger false``: the run keeps its directories and checkpoints, without event files."""
+    logger = config.trainer.logger
+    return bool(logger) and logger is not True
 
 
 def _logger_args(config) -> dict[str, Any]:
     logger = config.trainer.logger
+    if logger is True:  # Lightning's `true`: its default logger, here ours
+        config.trainer.logger = logger = _namespace(DEFAULT_LOGGER)
+    if not _has_logger(config):
+        # No logger: the run's directories are the default logger's (logs/demo/version_<n>).
+        return dict(DEFAULT_LOGGER["init_args"])
     if isinstance(logger, list):
         logger = logger[0] if logger else None
     class_path = getattr(logger, "class_path", "")
     if not class_path.endswith(("TensorBoardLogger", "CSVLogger")):
         raise TLIError(
             "tli_lightning keeps each run in logs/<name>/version_<n>: trainer.logger (the first one, if several) "
-            f"must be a TensorBoardLogger or CSVLogger, got {class_path or logger!r}"
+            f"must be a TensorBoardLogger or CSVLogger, or false for none, got {class_path or logger!r}"
         )
     return dict(vars(logger.init_args))
 
@@ -334,29 +174,70 @@ def _namespace(component: dict):
     return Namespace(class_path=component["class_path"], init_args=Namespace(**component["init_args"]))
 
 
-def _resolve_run(config):
-    """The run this process writes into, and whether it is new. Launched DDP processes join the first one's."""
+def _resolve_run(config, check: Any = None):
+    """The run this process writes into, and whether it is new; ``check(run)`` refuses it (rank 0, before the
+    other ranks are told). Processes launched by Lightning join the first one's run; those launched by srun or
+    torchrun are told rank 0's choice (slurm.share_from_rank_zero)."""
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    from tli_lightning import runs
+    from tli_lightning import runs, slurm
 
-    if rank_zero_only.rank != 0 and os.environ.get(runs.RUN_ENV):
+    rank = rank_zero_only.rank
+    if rank != 0 and os.environ.get(runs.RUN_ENV):
         return runs.Run.from_env(os.environ[runs.RUN_ENV]), False
+    shared = slurm.world_size() > 1
+    if rank != 0:
+        if not shared:
+            raise TLIError(
+                f"this process (rank {rank}) was started by an external launcher without the run chosen by rank 0; "
+                f"launch through Lightning (--trainer.devices N --trainer.strategy ddp), srun or torchrun, or export "
+                f"{runs.RUN_ENV} from rank 0"
+            )
+        told = slurm.share_from_rank_zero(rank)
+        if "run" in told:
+            return runs.Run.from_env(told["run"]), False
+        if "finished" in told:
+            raise _AlreadyFinished(told["finished"])
+        raise _QuietError(told.get("error", "rank 0 stopped"))
+    try:
+        run, fresh = _choose_run(config)
+        if check is not None:
+            check(run, fresh)
+    except _AlreadyFinished as done:
+        if shared:
+            slurm.share_from_rank_zero(0, {"finished": str(done)})
+        raise
+    except TLIError as error:
+        if shared:
+            slurm.share_from_rank_zero(0, {"error": str(error)})
+        raise
+    os.environ[runs.RUN_ENV] = run.to_env()
+    if shared:
+        slurm.share_from_rank_zero(0, {"run": run.to_env()})
+    return run, fresh
+
+
+def _choose_run(config):
+    from tli_lightning import runs, slurm
+
     logger = _logger_args(config)
     name = logger["name"]
     logs, checkpoints = os.path.join(logger["save_dir"], name), _checkpoints_dir(config, name)
-    if rank_zero_only.rank != 0:
-        raise TLIError(
-            f"this process (rank {rank_zero_only.rank}) was started by an external launcher without the run chosen "
-            f"by rank 0; launch through Lightning (--trainer.devices N --trainer.strategy ddp) or export "
-            f"{runs.RUN_ENV} from rank 0"
-        )
     if config.ckpt_path:
-        run, fresh = runs.resolve_resume(str(config.ckpt_path), logs, checkpoints, name), False
-    else:
-        run, fresh = runs.claim_run(logs, checkpoints, name), True
-    os.environ[runs.RUN_ENV] = run.to_env()
-    return run, fresh
+        return runs.resolve_resume(str(config.ckpt_path), logs, checkpoints, name), False
+    own = slurm.own_run(Path(logs), Path(checkpoints))
+    if own is not None:
+        # A requeued SLURM job: the run it claimed before, from its newest checkpoint.
+        run = runs.resolve_resume(os.path.join(checkpoints, f"version_{own}"), logs, checkpoints, name)
+        run.notes.append(f"SLURM job {slurm.job_key()} requeued (restart {slurm.restart_count()}): continuing its run")
+        return run, False
+    run = runs.claim_run(logs, checkpoints, name)
+    slurm.mark_run(run.log_dir)
+    return run, True
+
+
+class _QuietError(Exception):
+    """A non-zero rank stopping because rank 0 refused the input: rank 0 says why, once."""
 
 
 def _checkpoints_dir(config, name: str) -> str:
@@ -378,6 +259,8 @@ def _point_at_run(trainer, run) -> None:
 def _loggers_follow_run(config, run) -> None:
     """Every logger writes into, or is named after, this run: set in the config, since loggers take their
     name and version when they are built (before the run is known to Lightning)."""
+    if not _has_logger(config):
+        return
     loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
     save_dir = _logger_args(config)["save_dir"]
     for logger in loggers:
@@ -634,12 +517,26 @@ def _finish_quietly(
         log.warning("could not write the run's summary: %s", error)
 
 
-def _launched_by_rank_zero() -> bool:
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
+def _not_rank_zero() -> bool:
+    """A process other than rank 0 (launched by Lightning, srun or torchrun): rank 0 speaks for the run."""
+    return "lightning.fabric" in sys.modules and not _is_rank_zero()
 
-    from tli_lightning.runs import RUN_ENV
 
-    return rank_zero_only.rank != 0 and bool(os.environ.get(RUN_ENV))
+def _requeue(session: _Session, stop: RunInterrupted) -> bool:
+    """SIGUSR1 under SLURM (its warning before the time limit): ask for the job to be requeued; whether it was."""
+    import signal
+
+    from tli_lightning import runs, slurm
+
+    if getattr(signal, "SIGUSR1", None) != stop.signum or session.run is None or session.trainer is None:
+        return False
+    start = session.run.resumed_step if session.run.resumed_from is not None else 0
+    trained = session.trainer.global_step > start and runs.has_checkpoint(session.run)
+    message = slurm.requeue(trained)
+    if message is None:
+        return False
+    print(message, file=sys.stderr)
+    return message.startswith("requeued")
 
 
 def _resume_command(session: _Session, run) -> str:
@@ -649,6 +546,15 @@ def _resume_command(session: _Session, run) -> str:
         del args[index : index + 2]
     args = [a for a in args if not a.startswith("--ckpt_path=")]
     return shlex.join(["python", "-m", "tli_lightning", *(args or ["fit"]), "--ckpt_path", str(run.checkpoint_dir)])
+
+
+def __getattr__(name: str) -> Any:
+    # The LightningCLI classes load Lightning: only when asked for (`--help` and the measurement commands never do).
+    if name in ("TLICLI", "TLIArgumentParser", "RunConfig"):
+        from tli_lightning import lightning_cli
+
+        return getattr(lightning_cli, name)
+    raise AttributeError(f"module 'tli_lightning.cli' has no attribute {name!r}")
 
 
 def top_level_help() -> str:
@@ -668,7 +574,8 @@ def top_level_help() -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, cli_class: type | None = None) -> None:
+    """``python -m tli_lightning``; ``cli_class``: a subclass of :class:`TLICLI` for fit/validate/test."""
     # Before anything imports torch, which reads these once (threads.py says why).
     apply_thread_defaults()
     from_command_line = argv is None
@@ -689,7 +596,11 @@ def main(argv: list[str] | None = None) -> None:
             raise TLIError(
                 f"unknown command {argv[0]!r}; the commands are {', '.join(COMMANDS)} (python -m tli_lightning --help)"
             )
-        if argv and argv[0] in MEASURE_COMMANDS:
+        if argv and argv[0] == "grid":
+            from tli_lightning.grid import main as grid
+
+            grid(argv[1:])
+        elif argv and argv[0] in MEASURE_COMMANDS:
             from tli_lightning.commands import run_command
 
             run_command(argv[0], argv[1:])
@@ -698,19 +609,27 @@ def main(argv: list[str] | None = None) -> None:
                 from tli_lightning.precheck import check_fit_inputs
 
                 check_fit_inputs(argv[1:])
+            if cli_class is None:
+                from tli_lightning.lightning_cli import TLICLI as cli_class
             # LightningCLI reads sys.argv itself when run as a command (and warns if given both).
-            _lightning_cli(["fit"] if not argv else None if from_command_line else argv, session)
+            cli_class(["fit"] if not argv else None if from_command_line else argv, session=session)
     except _AlreadyFinished as done:
-        print(done)
+        if not _not_rank_zero():
+            print(done)
+    except _QuietError:
+        raise SystemExit(2) from None
     except TLIError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if not _not_rank_zero():  # every rank checks the same input: one line, not one per process
+            print(f"error: {error}", file=sys.stderr)
         _finish_quietly(session, "failed", bad_input=True)
         raise SystemExit(2) from None
     except RunInterrupted as stop:
-        if _launched_by_rank_zero():
+        if _not_rank_zero():
             # Rank 0 reports the interruption; a non-zero exit here would make Lightning kill rank 0 mid-summary.
             raise SystemExit(0) from None
         _finish_quietly(session, "interrupted", stop)
+        if _requeue(session, stop):
+            raise SystemExit(0) from None  # the job goes on, requeued
         raise SystemExit(stop.exit_code) from None
     except KeyboardInterrupt:  # before the run's own handlers were in place: nothing to save
         _finish_quietly(session, "interrupted")
@@ -722,7 +641,8 @@ def main(argv: list[str] | None = None) -> None:
         _finish_quietly(session, "interrupted")
         raise SystemExit(143) from None
     except Exception as error:
-        if type(error).__name__ == "MisconfigurationException" and session.trainer is None:
+        slurm_settings = isinstance(error, (ValueError, RuntimeError)) and "SLURM" in str(error)
+        if session.trainer is None and (type(error).__name__ == "MisconfigurationException" or slurm_settings):
             # Lightning refusing the trainer's settings (e.g. a GPU config on a machine without one): bad input.
             hint = ""
             if "gpu" in str(error).lower():

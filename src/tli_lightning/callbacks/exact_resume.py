@@ -14,7 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from tli_lightning.errors import RunInterrupted
 
 log = logging.getLogger(__name__)
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGUSR1: SLURM's warning before the time limit (#SBATCH --signal=USR1@90). Installed before Lightning's
+# own SIGUSR1 handler would be (Lightning then installs none): no `hpc_ckpt_<n>.ckpt` outside the run.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -35,9 +37,10 @@ class ExactResume(Callback):
 
     - **RNG.** Each process's torch RNG state (LoRA dropout draws from it) is saved in every
       checkpoint and restored when training restarts.
-    - **SIGINT (Ctrl-C) and SIGTERM** finish the optimizer step under way, save
-      ``<dirpath>/<filename>.ckpt`` before the next one and stop the run with exit code 130 or 143
-      (during an epoch's end, after its checkpoint). A second signal stops at once. With nothing
+    - **SIGINT (Ctrl-C), SIGTERM and SIGUSR1** finish the optimizer step under way, save
+      ``<dirpath>/<filename>.ckpt`` before the next one and stop the run with exit code 130, 143 or
+      138 (during an epoch's end, after its checkpoint). Under SLURM the CLI then requeues the job
+      after SIGUSR1 (:mod:`tli_lightning.slurm`). A second signal stops at once. With nothing
       trained since the last checkpoint, the run stops at once.
     - **An exception inside a training step** (before the optimizer update) saves the same file,
       with the RNG state the step started from, so the step is redone as it would have run
