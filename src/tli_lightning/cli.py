@@ -50,7 +50,8 @@ SUBCOMMAND_HELP = {
     "validate": "Contrastive loss and similarities on the control pairs, of a run's checkpoint (--ckpt_path).",
     "test": "The same as validate, logged as a test.",
     "scan": "Per-layer alignment of translation pairs, no training (a model, or an adapter on its base).",
-    "zeroshot": "Zero-shot XNLI exactly as lm-evaluation-harness, one JSON line per example.",
+    "zeroshot": "A zero-shot task (XNLI, XCOPA, XStoryCloze) exactly as lm-evaluation-harness, one JSON line per "
+    "example.",
     "compare": "Runs side by side: alignment, XNLI retention, paired statistics, a verdict (report.md).",
     "grid": "Arms x seeds x learning rates, each a fit: a SLURM job array (--submit slurm) or here (local).",
 }

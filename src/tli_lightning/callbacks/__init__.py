@@ -11,6 +11,7 @@ from tli_lightning.callbacks.adapter_export import AdapterExport
 from tli_lightning.callbacks.alignment import LayerwiseAlignment
 from tli_lightning.callbacks.drift import RepresentationDrift
 from tli_lightning.callbacks.exact_resume import ExactResume
+from tli_lightning.callbacks.lm_eval_bridge import LMEvalTasks
 from tli_lightning.callbacks.lm_likelihood import LanguageModelRetention
 from tli_lightning.callbacks.measurement import Measurement
 from tli_lightning.callbacks.progress import RichRunProgressBar, RunProgressBar
@@ -20,6 +21,7 @@ from tli_lightning.callbacks.weight_update import WeightUpdateSpectrum
 __all__ = [
     "AdapterExport",
     "ExactResume",
+    "LMEvalTasks",
     "LanguageModelRetention",
     "LayerwiseAlignment",
     "Measurement",
