@@ -521,8 +521,9 @@ def test_retention_is_decided_per_language_first(tmp_path):
 
 def test_the_verdict_says_whether_the_tasks_agree_and_judges_held_out_text_by_the_same_rules(tmp_path):
     logs = tmp_path / "logs"
-    # Full fine-tuning loses XNLI but not the second task: the tasks answer yes and inconclusive, so the comparison
-    # is inconclusive and says the tasks do not agree. Held-out text: full loses 0.5 nats per token, LoRA nothing.
+    # Full fine-tuning loses XNLI; no run changes on the second task, which is therefore not answerable (no spread)
+    # and must neither outvote XNLI's yes nor count as agreeing with it. Held-out text: full loses 0.5 nats per
+    # token, LoRA nothing.
     for seed in range(5):
         _fake_run(logs, "tli", seed, seed, correct={"xnli_sw": (10, 10), "xcopa_sw": (12, 12)}, texts={"sw": (-3, -3)})
         _fake_run(
@@ -538,7 +539,8 @@ def test_the_verdict_says_whether_the_tasks_agree_and_judges_held_out_text_by_th
     (c,) = report["verdict"]["retention"]["comparisons"]
     assert (c["per_task"]["xnli_sw"]["answer"], c["per_task"]["xcopa_sw"]["answer"]) == ("yes", "not answerable")
     # An unanswerable task does not outvote an answer, and is named.
-    assert c["answer"] == "yes" and "the tasks agree (1 of 2 not answerable: xcopa_sw)" in c["words"]
+    assert c["answer"] == "yes" and "in every answered task (1 of 2; not answerable: xcopa_sw)" in c["words"]
+    assert "only xnli_sw could be answered, so whether the tasks agree cannot be said" in c["words"]
     lm = c["lm"]["sw"]
     assert lm["answer"] == "yes" and lm["difference"]["estimate"] == pytest.approx(0.5, abs=0.05)
     assert abs(report["runs"][0]["lm"]["sw"]["change"]) < 0.05
@@ -546,13 +548,32 @@ def test_the_verdict_says_whether_the_tasks_agree_and_judges_held_out_text_by_th
         _fake_run(logs, "tli2", seed, seed, correct={"xnli_sw": (10, 10), "xcopa_sw": (12, 5)})
     report = build_report([logs / "tli2", logs / "full"], resamples=400)
     (c,) = report["verdict"]["retention"]["comparisons"]
-    assert c["answer"] == "mixed" and "the tasks do not agree" in c["words"]
+    assert c["answer"] == "mixed" and "the answered tasks do not agree" in c["words"]
+    assert c["tasks_agree"] is False
     assert c["lm"] == {}  # tli2 measured no held-out text
+    # Both arms move a little both ways on both tasks: inconclusive everywhere, which is not "the tasks agree".
+    for seed, (x, c) in enumerate(zip([10, 11, 9, 10, 11], [12, 11, 13, 12, 12])):
+        _fake_run(logs, "tli3", seed, seed, correct={"xnli_sw": (10, x), "xcopa_sw": (12, c)})
+        full = {"adaptation": "full"}
+        _fake_run(logs, "full3", seed, seed, correct={"xnli_sw": (10, 20 - x), "xcopa_sw": (12, 24 - c)}, model=full)
+    (c,) = build_report([logs / "tli3", logs / "full3"], resamples=400)["verdict"]["retention"]["comparisons"]
+    assert c["answer"] == "inconclusive" and "no task answers either way" in c["words"] and "agree" not in c["words"]
     md = format_markdown(build_report([logs / "tli", logs / "full"], resamples=50))
     assert "## Held-out text, baseline -> final" in md and {r["task"] for r in _table(md, "Zero-shot tasks")} == {
         "xnli_sw",
         "xcopa_sw",
     }
+
+
+def test_an_optional_measurement_not_yet_evaluated_after_training_is_left_out_with_a_warning(tmp_path):
+    # WeightUpdateSpectrum(every_n_epochs=2) on a 1-epoch run writes only its baseline: the run is still compared.
+    run = _fake_run(tmp_path / "logs", "tli", 0, 0)
+    _write(run / "weight_update" / "baseline.json", {"measurement": "weight_update", "key": "weight_update"})
+    report = build_report([run], resamples=50, min_seeds=1)
+    assert any(
+        "weight_update/ left out of the comparison: no evaluation after training" in w for w in report["warnings"]
+    )
+    assert report["runs"][0]["reasoning"]
 
 
 def test_runs_written_before_the_measurement_seam_read_as_today(tmp_path):

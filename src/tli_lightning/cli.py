@@ -52,7 +52,8 @@ SUBCOMMAND_HELP = {
     "scan": "Per-layer alignment of translation pairs, no training (a model, or an adapter on its base).",
     "zeroshot": "A zero-shot task (XNLI, XCOPA, XStoryCloze) exactly as lm-evaluation-harness, one JSON line per "
     "example.",
-    "compare": "Runs side by side: alignment, XNLI retention, paired statistics, a verdict (report.md).",
+    "compare": "Runs side by side: alignment, zero-shot and held-out text retention, paired statistics, a verdict "
+    "(report.md).",
     "grid": "Arms x seeds x learning rates, each a fit: a SLURM job array (--submit slurm) or here (local).",
 }
 COMMANDS = ("fit", "validate", "test", *MEASURE_COMMANDS, "grid")
@@ -349,20 +350,13 @@ def _write_tensorboard_layout(trainer, datamodule, model_settings) -> None:
         target = resolve_layer(model_settings.target_layer, blocks)
         names = {0: "embeddings", blocks: "final", target: "target"}
         layers = {layer: names.get(layer, "") for layer in alignment.scalar_layers_of(blocks, target)}
-    sets = ["trained", "control"]
-    from tli_lightning.callbacks import LanguageModelRetention, ZeroShotRetention
+    from tli_lightning.callbacks.measurement import measurements
 
-    measured = {
-        c.key: list(c.tasks if c.tasks is not None else getattr(datamodule, "reasoning", {}))
-        for c in trainer.callbacks
-        if isinstance(c, ZeroShotRetention)
-    }
-    texts = {
-        c.key: list(c.texts if c.texts is not None else getattr(datamodule, "lm_texts", {}))
-        for c in trainer.callbacks
-        if isinstance(c, LanguageModelRetention)
-    }
-    writer.add_custom_scalars(tensorboard_layout(sets, measured, layers, texts=texts))
+    measured: dict[str, dict] = {}
+    for callback in measurements(trainer):  # each measurement says its own charts (the alignment's are by layer)
+        for category, charts in callback.layout(datamodule).items():
+            measured.setdefault(category, {}).update(charts)
+    writer.add_custom_scalars(tensorboard_layout(["trained", "control"], measured, layers))
 
 
 def _num_blocks(model_name_or_path: str) -> int | None:

@@ -49,7 +49,8 @@ class ReasoningTask:
     """One zero-shot task to measure each epoch.
 
     Args:
-        task: lm-eval's task name: ``xnli_<lang>`` (its 15 languages), ``xcopa_sw``, ``xstorycloze_sw``.
+        task: lm-eval's task name: ``xnli_<lang>`` (its 15 languages), ``xcopa_<lang>``, ``xstorycloze_<lang>``
+            (11 languages each; sw among them).
         path: A local file in the task's format, the hub id lm-eval reads (through ``datasets``), or ``demo`` (a
             few bundled hand-written examples).
         limit: Measure a seeded, label-stratified subsample of this many examples (null: ``reasoning_limit``).
@@ -81,7 +82,8 @@ def collate_pairs(pairs: Sequence[Pair]) -> dict[str, list[str]]:
 
 
 class TLIDataModule(L.LightningDataModule):
-    """The data: conflict-free Swahili-English lexicon batches, held-out control pairs, XNLI examples."""
+    """The data: conflict-free Swahili-English lexicon batches, held-out control pairs, the zero-shot tasks'
+    examples, held-out text."""
 
     def __init__(
         self,
@@ -116,7 +118,8 @@ class TLIDataModule(L.LightningDataModule):
                 wait for the next epoch. Validation and test batches are fixed across epochs.
             reasoning_tasks: The zero-shot tasks measured before training and after every epoch, each
                 ``{task: <lm-eval task name>, path: <file, hub id or demo>, limit: <n or null>}``; task names:
-                ``xnli_<lang>`` (lm-eval's 15 XNLI languages), ``xcopa_sw``, ``xstorycloze_sw``. null = the
+                ``xnli_<lang>`` (lm-eval's 15 XNLI languages), ``xcopa_<lang>``, ``xstorycloze_<lang>`` (11
+                each; demo examples for the sw tasks and xnli_en). null = the
                 bundled demo examples of xnli_sw, xnli_en, xcopa_sw and xstorycloze_sw.
             reasoning_limit: The subsample size of every task without its own ``limit`` (seeded,
                 label-stratified: parallel XNLI files keep the same rows in every language); null = all.

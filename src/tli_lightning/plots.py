@@ -87,18 +87,18 @@ def retention_figure(history: Sequence[Mapping[str, float]], chance: Mapping[str
 
 def tensorboard_layout(
     pair_sets: Sequence[str],
-    measured: Mapping[str, Sequence[str]],
+    measured: Mapping[str, Mapping[str, list]] | None = None,
     layers: Mapping[int, str] | None = None,
     metrics: Sequence[str] = ("csls_p_at_1", "gap", "cos", "cos_random"),
-    texts: Mapping[str, Sequence[str]] | None = None,
 ) -> dict:
-    """A custom-scalars layout: one category per logged layer (``{layer: label}``), zero-shot tasks, training.
+    """A custom-scalars layout: one category per logged layer (``{layer: label}``), then ``measured``'s categories
+    (``{category: {chart title: ["Multiline", [tag regex]]}}``, from each measurement's ``layout``), training.
 
     TensorBoard's custom scalars colour a chart's lines by run, not by tag, and draw no legend: a
     chart with several tags of one run is lines of one colour that nobody can tell apart. So each
     chart holds one tag and is titled with it; its colours are the runs, which is what the view is
-    for (arms and seeds side by side). Every layer of every metric is in the ``align/per_layer``
-    figure and the JSON. Without ``layers``, one category matches whatever layers were logged.
+    for (arms and seeds side by side). Every layer of every metric is in the alignment
+    figure and the JSON (``alignment/per_layer``). Without ``layers``, one category matches whatever layers were logged.
     """
     alignment: dict[str, dict] = {}
     if layers:
@@ -114,22 +114,11 @@ def tensorboard_layout(
             for name in pair_sets
             for metric in metrics
         }
-    # One chart per task and quantity: ``measured`` = {a multiple-choice measurement's key: its task names}.
-    reasoning = {
-        f"{key}: {task} {what}": ["Multiline", [rf"{key}/{task}/{what}"]]
-        for key, tasks in measured.items()
-        for task in tasks
-        for what in ("acc", "retention")
-    }
+    layout: dict[str, dict] = dict(alignment)
+    for category, charts in (measured or {}).items():  # each measurement's own (Measurement.layout)
+        layout.setdefault(category, {}).update(charts)
     training = {
         "train/loss_epoch": ["Multiline", [r"train/loss_epoch"]],
         "val/loss": ["Multiline", [r"val/loss"]],
     }
-    # ``texts`` = {a held-out text measurement's key: its languages}.
-    held_out = {
-        f"{key}: {language} {what}": ["Multiline", [rf"{key}/{language}/{what}"]]
-        for key, languages in (texts or {}).items()
-        for language in languages
-        for what in ("token_loglikelihood", "perplexity")
-    }
-    return {**alignment, "zero-shot reasoning": reasoning, "held-out text": held_out, "training": training}
+    return {**layout, "training": training}

@@ -27,7 +27,9 @@ SWITCHES = {
 
 
 def add_switches(parser: Any) -> None:
-    group = parser.add_argument_group("Optional measurements (each epoch, beside alignment and XNLI retention)")
+    group = parser.add_argument_group(
+        "Optional measurements (each epoch, beside alignment, zero-shot task and held-out text retention)"
+    )
     for name, (callback, what) in SWITCHES.items():
         group.add_argument(
             f"--measure.{name}",

@@ -24,8 +24,9 @@ the trained dtype, or in bfloat16 where that holds every value exactly (float32 
 checkpoint, as the 8B recipes train). Chosen over re-reading the base checkpoint's safetensors because it needs
 no mapping of checkpoint keys to parameter names and no knowledge of the dtype casts loading made, and it works
 for any model however it was built; the cost is host memory and checkpoint size. At 8B: ``full_all`` trains
-7.5B parameters, 15 GB in bfloat16 on the host of each process (and in the checkpoint, beside its 120 GB of
-float32 weights and AdamW state, +12%); ``full_early`` (blocks 0-1: 2 x 218M) 0.9 GB. Computed, not measured.
+7.5B parameters, 15 GB in bfloat16 on the host of each process (and in the checkpoint, beside its float32
+weights and two AdamW moments, 7.5B x 12 bytes = 90 GB: +17%); ``full_early`` (blocks 0-1: 2 x 218M) 0.9 GB.
+Computed, not measured.
 
 The SVD of each ``dW`` runs where the weights are (the GPU in training); timings are in ``benchmarks/RESULTS.md``.
 

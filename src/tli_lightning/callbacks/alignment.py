@@ -37,7 +37,7 @@ class LayerwiseAlignment(Measurement):
     ``control_pairs``), in one batched forward over all words. Logs scalars
     ``align/<set>/<metric>/layer_<LL>`` for a few layers (``scalar_layers``: by default the
     LightningModule's ``target_layer`` and the final layer, so a 32-block model does not fill
-    TensorBoard with 600 cards), a TensorBoard figure ``align/per_layer`` of every layer (also a PNG
+    TensorBoard with 600 cards), a TensorBoard figure ``alignment/per_layer`` of every layer (also a PNG
     under ``<log_dir>/figures/``) and a JSON file per evaluation under ``<log_dir>/alignment/`` with
     every number of every layer and per-pair cosines. See :mod:`tli_lightning.alignment` for the metrics.
 
@@ -221,12 +221,13 @@ class LayerwiseAlignment(Measurement):
 
     @classmethod
     def hparam_metrics(cls, key: str, headline: dict[str, Any]) -> dict[str, float]:
+        prefix = "" if key == "alignment" else f"{key}_"  # two instances stay apart
         metrics = {}
         for layer, sets in headline["layers"].items():
             which = "target" if int(layer) == headline.get("target_layer") else "final"
             for name, values in sets.items():
-                metrics[f"hparams/{name}_csls_p_at_1_{which}_layer"] = values["csls_p_at_1"][1]  # the primary endpoint
-                metrics[f"hparams/{name}_gap_{which}_layer"] = values["gap"][1]
+                metrics[f"hparams/{prefix}{name}_csls_p_at_1_{which}_layer"] = values["csls_p_at_1"][1]  # primary
+                metrics[f"hparams/{prefix}{name}_gap_{which}_layer"] = values["gap"][1]
         return metrics
 
     def logged_layers(self, trainer: L.Trainer, layers: Sequence[int]) -> list[int]:

@@ -24,9 +24,11 @@ from tli_lightning.errors import TLIError
 class LanguageModelRetention(Measurement):
     """Mean token log-likelihood (and perplexity) of held-out text per language: the cheapest forgetting measure.
 
-    Each text is scored as lm-evaluation-harness scores a short document (``loglikelihood_rolling`` within one
-    window): the summed log-probability of its tokens (no special tokens) given the BOS token alone (EOS without
-    one), in float64 (:func:`tli_lightning.zeroshot.score_sequences`). Per language it logs
+    Each text is scored as lm-evaluation-harness scores a document that fits its window
+    (``loglikelihood_rolling`` with one window): the summed log-probability of its tokens (no special tokens)
+    given the BOS token alone (EOS without one), in float64 (:func:`tli_lightning.zeroshot.score_sequences`). A
+    text longer than the model's context is not rolled over several windows: only its last ``context_length``
+    tokens are scored (and counted), as for a choice that does not fit. Per language it logs
     ``<key>/<lang>/token_loglikelihood`` (total log-likelihood / total tokens) and ``<key>/<lang>/perplexity``
     (``exp`` of minus that); the JSON files under ``<log_dir>/<key>/`` keep every text's log-likelihood and token
     count, so ``compare`` pairs texts between the baseline and the final evaluation.
@@ -117,6 +119,16 @@ class LanguageModelRetention(Measurement):
             f"{self.key}/{lang}/{what}": r[what]
             for lang, r in report["languages"].items()
             for what in ("token_loglikelihood", "perplexity")
+        }
+
+    def layout(self, datamodule: Any) -> dict[str, dict[str, list]]:
+        languages = self.texts if self.texts is not None else getattr(datamodule, "lm_texts", {})
+        return {
+            "held-out text": {
+                f"{self.key}: {language} {what}": ["Multiline", [rf"{self.key}/{language}/{what}"]]
+                for language in languages
+                for what in ("token_loglikelihood", "perplexity")
+            }
         }
 
     def headline(self) -> dict[str, Any] | None:

@@ -114,6 +114,12 @@ class Measurement(Callback):
         """A matplotlib figure of the measurement so far (TensorBoard and a PNG), or None."""
         return None
 
+    def layout(self, datamodule: Any) -> dict[str, dict[str, list]]:
+        """TensorBoard CUSTOM SCALARS charts, before the first evaluation: ``{category: {chart title: ["Multiline",
+        [tag regex]]}}``, one tag per chart (TensorBoard colours a chart's lines by run). Default: none (the
+        scalars are still in SCALARS)."""
+        return {}
+
     # ---- the lifecycle -----------------------------------------------------------------------------
 
     def has_baseline(self) -> bool:

@@ -128,6 +128,16 @@ class ZeroShotRetention(Measurement):
             for what in ("acc", "macro_f1", "retention")
         }
 
+    def layout(self, datamodule: Any) -> dict[str, dict[str, list]]:
+        tasks = self.tasks if self.tasks is not None else getattr(datamodule, "reasoning", {})
+        return {
+            "zero-shot reasoning": {
+                f"{self.key}: {task} {what}": ["Multiline", [rf"{self.key}/{task}/{what}"]]
+                for task in tasks
+                for what in ("acc", "retention")
+            }
+        }
+
     @property
     def baseline(self) -> dict[str, float]:
         """``{task: accuracy before training}``."""
@@ -173,8 +183,9 @@ class ZeroShotRetention(Measurement):
 
     @classmethod
     def hparam_metrics(cls, key: str, headline: dict[str, Any]) -> dict[str, float]:
+        prefix = "" if key == "reasoning" else f"{key}_"  # two instances measuring one task stay apart
         metrics = {}
         for name, r in headline["tasks"].items():
-            metrics[f"hparams/{name}_acc"] = r["acc"][1]
-            metrics[f"hparams/{name}_retention"] = r["retention"]
+            metrics[f"hparams/{prefix}{name}_acc"] = r["acc"][1]
+            metrics[f"hparams/{prefix}{name}_retention"] = r["retention"]
         return metrics

@@ -67,8 +67,8 @@ def _verdict_lines(report: dict[str, Any]) -> list[str]:
                 lines.append(f"  - **warning: {c['different_bases']}**")
             continue
         agreement = ""
-        if len(c["per_task"]) > 2:  # the tasks and the pooled answer
-            agreement = "; the tasks agree" if c["tasks_agree"] else "; **the tasks do not agree**"
+        if c["tasks_agree"] is not None and not (c["tasks_agree"] and c["answer"] == "inconclusive"):
+            agreement = "; the answered tasks agree" if c["tasks_agree"] else "; **the answered tasks do not agree**"
         lines.append(f"{head}{agreement}; seeds {c['distinct_seeds'][lora]} vs {c['distinct_seeds'][full]}.")
         for task, v in c["per_task"].items():
             lines.append(f"  - {task}{' (secondary)' if task == 'pooled' else ''}: {v['answer']}: {v['words']}")

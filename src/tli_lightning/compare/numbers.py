@@ -179,8 +179,9 @@ def _task_numbers(run: _Run, warnings: list[str], bootstrap: dict[str, Any]) -> 
 
 
 def _lm_numbers(run: _Run, bootstrap: dict[str, Any]) -> dict[str, Any]:
-    """Held-out text per language: the corpus mean token log-likelihood baseline -> final, and the paired
-    statistics of the per-text change (texts are the items)."""
+    """Held-out text per language: the corpus mean token log-likelihood (total / tokens) baseline -> final, and
+    the paired statistics of the per-text change of each text's own mean token log-likelihood (texts are the
+    items, each weighted equally, whatever its length)."""
     from tli_lightning.stats import paired_stats
 
     out = {}
@@ -320,11 +321,6 @@ def _run_entry(run: _Run, stats_layer: int, bootstrap: dict[str, Any], warnings:
         warnings.append(
             f"{run.path}: status {summary.get('status')!r}, not 'finished': its last evaluation (epoch "
             f"{a1.get('epoch')}) is used"
-        )
-    if a1.get("epoch") != x1.get("epoch"):
-        warnings.append(
-            f"{run.path}: the last alignment evaluation is epoch {a1.get('epoch')}, the last zero-shot one "
-            f"epoch {x1.get('epoch')}"
         )
     for layer in sorted({stats_layer, target}):
         if layer not in layers:

@@ -25,6 +25,7 @@ _NO_RUNS = "compare needs at least one run directory (logs/<name>/version_<n>, o
 
 # What a comparison needs of a run: one alignment measurement and at least one zero-shot task measurement.
 NEEDED = {"alignment": "alignment", "multiple_choice": "reasoning"}
+_WRITTEN_BY = {"alignment": "LayerwiseAlignment", "multiple_choice": "ZeroShotRetention"}
 _LEGACY_KINDS = {"alignment": "alignment", "xnli": "multiple_choice"}  # folder -> kind, for runs without kinds
 
 
@@ -144,14 +145,20 @@ def _measurement_dirs(path: Path) -> dict[str, str | None]:
     return found
 
 
+def _complete(path: Path, name: str, kind: str | None) -> bool:
+    return kind is not None and _last_epoch_file(path / name) is not None
+
+
 def _missing(path: Path) -> list[str]:
-    """The evaluation files a run directory lacks for a comparison."""
+    """The evaluation files a run directory lacks for a comparison: those of the measurements it needs (an optional
+    measurement without an evaluation after training is left out of the comparison by :func:`load_run`)."""
     folders = _measurement_dirs(path)
-    missing = [f"{name}/baseline.json" for name, kind in folders.items() if kind is None]
+    needed_folders = set(NEEDED.values()) | set(_LEGACY_KINDS)
+    missing = [f"{name}/baseline.json" for name, kind in folders.items() if kind is None and name in needed_folders]
     missing += [
         f"{name}/epoch_NN.json"
         for name, kind in folders.items()
-        if kind is not None and _last_epoch_file(path / name) is None
+        if kind in NEEDED and _last_epoch_file(path / name) is None
     ]
     for kind, folder in NEEDED.items():
         if kind not in folders.values() and not any(m.startswith(f"{folder}/") for m in missing):
@@ -168,8 +175,10 @@ def _unusable(path: Path) -> str:
     return ", ".join(reasons + [f"no {m}" for m in _missing(path)])
 
 
-def load_run(path: Path) -> _Run:
-    """One run's summary and its baseline and last evaluations; a clear error naming what is missing."""
+def load_run(path: Path, warnings: list[str] | None = None) -> _Run:
+    """One run's summary and its baseline and last evaluations; a clear error naming what is missing. An optional
+    measurement (not alignment or zero-shot tasks) with no evaluation after training is left out, with a line in
+    ``warnings``; so is a measurement whose last evaluation is at another epoch than the alignment's."""
     if not (path / "summary.json").is_file():
         names = sorted(p.name for p in path.iterdir() if _versions(p)) if path.is_dir() else []
         hint = ""
@@ -182,12 +191,17 @@ def load_run(path: Path) -> _Run:
     missing = _missing(path)
     if missing:
         raise TLIError(
-            f"{path}: cannot compare this run: missing {', '.join(missing)} (written by the LayerwiseAlignment and "
-            "ZeroShotRetention callbacks before training and after each evaluated epoch)"
+            f"{path}: cannot compare this run: missing {', '.join(missing)} (written by the "
+            f"{' and '.join(_WRITTEN_BY.values())} callbacks before training and after each evaluated epoch)"
         )
     files = {"summary": str(path / "summary.json")}
     measured = {}
     for key, kind in _measurement_dirs(path).items():
+        if not _complete(path, key, kind):  # an optional one (the needed ones are complete, checked above)
+            if warnings is not None:
+                what = "no baseline.json" if kind is None else "no evaluation after training (epoch_NN.json)"
+                warnings.append(f"{path}: {key}/ left out of the comparison: {what}")
+            continue
         baseline_file, final_file = path / key / "baseline.json", _last_epoch_file(path / key)
         baseline, final = _read_json(baseline_file), _read_json(final_file)
         if kind == "multiple_choice" and "tasks" not in baseline:  # written before the seam: XNLI per language
@@ -202,12 +216,19 @@ def load_run(path: Path) -> _Run:
             "the runs measured the same data"
         )
     run = _Run(path, summary, measured, files)
+    reference = run.alignment[1].get("epoch")
+    for m in measured.values():
+        if m.final.get("epoch") != reference and warnings is not None:
+            warnings.append(
+                f"{path}: {m.key}/ was last evaluated at epoch {m.final.get('epoch')}, the alignment at epoch "
+                f"{reference} (every_n_epochs): each is compared at its own last evaluation"
+            )
     _check_run(run)
     return run
 
 
 def _legacy_xnli(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """An ``xnli/`` evaluation of tli_lightning 0.3 (``languages``) as tasks ``xnli_<lang>``."""
+    """An ``xnli/`` evaluation of tli_lightning 0.2 (``languages``) as tasks ``xnli_<lang>``."""
     tasks = {
         f"xnli_{lang}": {**entry, "chance": 1 / 3, "language": lang, "benchmark": "xnli"}
         for lang, entry in evaluation.get("languages", {}).items()

@@ -44,7 +44,7 @@ def build_report(
     if isinstance(run_dirs, (str, Path)):  # one directory, not the characters of its name
         run_dirs = [run_dirs]
     warnings: list[str] = []
-    loaded = [load_run(path) for path in find_runs(run_dirs, warnings)]
+    loaded = [load_run(path, warnings) for path in find_runs(run_dirs, warnings)]
     paired = _check_same_data(loaded)
     same_base = check_same_base(loaded, allow_different_bases, warnings)
     bootstrap = {"seed": seed, "resamples": resamples, "confidence": confidence}

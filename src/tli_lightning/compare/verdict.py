@@ -155,20 +155,27 @@ def _retention_pair(
         per_language[lang] = {"answer": answer, "words": words, "difference": result}
     answer = _combine([per_language[lang]["answer"] for lang in languages])
     each = ", ".join(f"{lang} {per_language[lang]['answer']}" for lang in languages)
-    answered = {per_language[lang]["answer"] for lang in languages} - {"not answerable"}
-    agree = len(answered) <= 1
+    answered = [t for t in languages if per_language[t]["answer"] != "not answerable"]
+    # Agreement needs two answered tasks; "agree" on nothing but inconclusive answers would read as confirmation.
+    agree = len({per_language[t]["answer"] for t in answered}) == 1 if len(answered) >= 2 else None
+    unanswered = [t for t in languages if t not in answered]
+    every = "every task"
+    if unanswered:
+        every = f"every answered task ({len(answered)} of {len(languages)}; not answerable: {', '.join(unanswered)})"
     direction = {"yes": "kept more", "no": "kept less"}.get(answer)
     if answer == "not answerable":
         words = per_language[languages[0]]["words"]
     elif direction:
-        words = f"early-layer LoRA {direction} zero-shot accuracy than {full} in {'every task' if agree else each}"
+        words = f"early-layer LoRA {direction} zero-shot accuracy than {full} in {every}"
+    elif answered and all(per_language[t]["answer"] == "inconclusive" for t in answered):
+        words = f"no task answers either way: {each}"
     else:
         words = f"the tasks answer {each}"
-    if len(languages) > 1:
-        words += "; the tasks agree" if agree else "; the tasks do not agree"
-        unanswerable = [t for t in languages if per_language[t]["answer"] == "not answerable"]
-        if unanswerable and answer != "not answerable":
-            words += f" ({len(unanswerable)} of {len(languages)} not answerable: {', '.join(unanswerable)})"
+    if len(languages) > 1 and answer != "not answerable":
+        if agree is None:
+            words += f"; only {answered[0]} could be answered, so whether the tasks agree cannot be said"
+        elif direction or not agree:
+            words += "; the answered tasks agree" if agree else "; the answered tasks do not agree"
     words += f"; pooled over tasks (secondary): {per_language['pooled']['answer']}, {per_language['pooled']['words']}"
     comparison = {
         "early_lora": lora,
