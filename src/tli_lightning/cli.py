@@ -224,7 +224,7 @@ def _choose_run(config):
 
     logger = _logger_args(config)
     name = logger["name"]
-    logs, checkpoints = os.path.join(logger["save_dir"], name), _checkpoints_dir(config, name)
+    logs, checkpoints = os.path.join(logger["save_dir"], name), _checkpoints_dir(config, name, logger["save_dir"])
     if config.ckpt_path:
         return runs.resolve_resume(str(config.ckpt_path), logs, checkpoints, name), False
     own = slurm.own_run(Path(logs), Path(checkpoints))
@@ -242,12 +242,15 @@ class _QuietError(Exception):
     """A non-zero rank stopping because rank 0 refused the input: rank 0 says why, once."""
 
 
-def _checkpoints_dir(config, name: str) -> str:
+def _checkpoints_dir(config, name: str, save_dir: str = "logs") -> str:
     # A ModelCheckpoint dirpath, if given, is where this name's runs go (one version_<n> each).
     for callback in config.trainer.callbacks or []:
         if getattr(callback, "class_path", "").endswith("ModelCheckpoint") and callback.init_args.dirpath:
             return str(callback.init_args.dirpath)
-    return os.path.join("checkpoints", name)
+    # Beside the logs: <dir>/logs/<name> and <dir>/checkpoints/<name> (the grid puts its runs in its --output).
+    save_dir = str(save_dir)
+    root = os.path.dirname(os.path.normpath(save_dir)) if os.path.basename(os.path.normpath(save_dir)) == "logs" else ""
+    return os.path.join(root, "checkpoints", name)
 
 
 def _point_at_run(trainer, run) -> None:

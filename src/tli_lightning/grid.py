@@ -53,8 +53,12 @@ class Task:
     extra: list[str] = field(default_factory=list)
     where: str = "."  # a subdirectory of the grid's output
 
-    def fit_args(self) -> list[str]:
+    def fit_args(self, output: Path | None = None) -> list[str]:
+        """The fit's options; with ``output``, its runs go to ``output/where/{logs,checkpoints}`` (the fit runs
+        where the grid was started, so that the recipes' relative data paths mean what they mean there)."""
         args = [word for config in (self.arm, *self.configs) for word in ("--config", str(config))]
+        if output is not None:
+            args += ["--trainer.logger.init_args.save_dir", str(output / self.where / "logs")]
         args += ["--seed_everything", str(self.seed)]
         if self.learning_rate is not None:
             args += ["--model.learning_rate", f"{self.learning_rate:g}"]
@@ -136,12 +140,11 @@ def compare_command(tasks: list[Task], output: Path, where: str = ".") -> list[s
 
 
 def run_task(task: Task, output: Path, threads: int | None = None, quiet_fit: list[str] = ()) -> Path:
-    """One fit, inside ``output/task.where``: the run directory it wrote (relative to there)."""
-    where = output / task.where
-    where.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "tli_lightning", "fit", *task.fit_args(), *quiet_fit]
+    """One fit, its runs under ``output/task.where``: the run directory it wrote."""
+    (output / task.where).mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "tli_lightning", "fit", *task.fit_args(output), *quiet_fit]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-    result = subprocess.run(command, capture_output=True, text=True, cwd=where, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         sys.stderr.write(result.stderr[-4000:])
         raise TLIError(f"{task.label()} failed with exit code {result.returncode}")
@@ -169,15 +172,16 @@ def run_local(tasks: list[Task], output: Path, jobs: int = 1) -> list[Path]:
 def write_array(tasks: list[Task], output: Path, jobs: int | None = None, header: str = SBATCH_HEADER) -> Path:
     """``<output>/grid.sbatch``: one array task per run, each ``srun python -m tli_lightning fit ...`` there."""
     throttle = f"%{jobs}" if jobs else ""
-    cases = "\n".join(f"  {i}) args=({shlex.join(task.fit_args())}) ;;" for i, task in enumerate(tasks))
+    cases = "\n".join(f"  {i}) args=({shlex.join(task.fit_args(output))}) ;;" for i, task in enumerate(tasks))
     script = f"""#!/bin/bash
 # Written by `python -m tli_lightning grid`: {len(tasks)} runs, one array task each (edit the #SBATCH lines, or
-# pass sbatch options on its command line: they win). Each task is a normal fit in {output}; a preempted or
-# timed-out task (SIGUSR1 90 s before its limit) saves, is requeued and continues its own run.
+# pass sbatch options on its command line: they win). Each task is a normal fit, run from {Path.cwd()} (the
+# recipes' relative data paths mean what they mean there), its run in {output}/logs and checkpoints; a
+# preempted or timed-out task (SIGUSR1 90 s before its limit) saves, is requeued and continues its own run.
 #SBATCH --array=0-{len(tasks) - 1}{throttle}
 {header}
 set -euo pipefail
-cd {shlex.quote(str(output))}
+cd {shlex.quote(str(Path.cwd()))}
 case "$SLURM_ARRAY_TASK_ID" in
 {cases}
   *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;
@@ -256,14 +260,18 @@ def main(argv: list[str]) -> None:
     if args.submit == "slurm":
         script = write_array(tasks, output, args.jobs)
         if args.dry_run:
-            print(f"wrote {script} ({len(tasks)} runs); submit it with: sbatch {script}")
+            submit_line = shlex.join(["sbatch", *shlex.split(args.sbatch_args), str(script)])
+            print(f"wrote {script} ({len(tasks)} runs); submit it with:\n{submit_line}")
+            print(f"once they have finished:\n{compare}")
             return
         job = submit(script, shlex.split(args.sbatch_args))
         print(f"submitted job array {job}: {len(tasks)} runs ({script}); once they have finished:\n{compare}")
         return
     if args.dry_run:
+        print(f"# from {Path.cwd()}:")
         for task in tasks:
-            print(shlex.join(["python", "-m", "tli_lightning", "fit", *task.fit_args()]))
+            print(shlex.join(["python", "-m", "tli_lightning", "fit", *task.fit_args(output)]))
+        print(f"# then:\n{compare}")
         return
     run_local(tasks, output, args.jobs or 1)
     print(f"{len(tasks)} runs in {output}; compare them with:\n{compare}")

@@ -69,6 +69,7 @@ class RepresentationDrift(Measurement):
     """
 
     kind = "drift"
+    figure_name = "per_layer"
 
     def __init__(
         self,

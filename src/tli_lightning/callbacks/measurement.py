@@ -18,6 +18,9 @@ lifecycle, so a new measurement implements only what it computes and how it read
 
 A minimal measurement, usable with any LightningModule::
 
+    import lightning as L
+    from tli_lightning.callbacks import Measurement
+
     class WeightNorm(Measurement):
         kind = "weight_norm"
 
@@ -216,6 +219,9 @@ def summary_lines(found: dict[str, dict[str, Any]]) -> list[str]:
     """The end-of-run lines of every headline in a summary.json's ``measurements``."""
     lines: list[str] = []
     for key, headline in found.items():
+        if headline.get("epoch") == 0:  # stopped before the first epoch's evaluation: nothing to compare yet
+            lines.append(f"{key}: measured before training only (no epoch finished yet)")
+            continue
         lines += _reader(headline.get("kind")).summary_lines(key, headline)
     return lines
 

@@ -50,6 +50,7 @@ class WeightUpdateSpectrum(Measurement):
     """
 
     kind = "weight_update"
+    figure_name = "spectrum"
 
     def __init__(
         self,

@@ -205,8 +205,8 @@ def _retention_pair(
             predictions = [np.argmax(np.asarray(r.tasks[lang][0]["loglikelihoods"]), 1) for r in first.values()]
             differ.append(f"{lang} {int(np.sum(predictions[0] != predictions[1]))} of {len(predictions[0])}")
         comparison["different_bases"] += (
-            f"; their baseline predictions already differ before any training ({', '.join(differ)} examples, "
-            "first seeds)"
+            f"; examples whose baseline prediction differs between the two bases, before any training: "
+            f"{', '.join(differ)} (first seeds)"
         )
     return comparison
 
@@ -282,6 +282,11 @@ def alignment_verdict(
         questions["beyond_chance"]["before_training"] = before
         if before["answer"] != "not answerable":
             questions["beyond_chance"]["words"] += f"; before training: {before['answer']}, {before['words']}"
+        if before["answer"] == "yes":
+            questions["beyond_chance"]["words"] += (
+                "; it was above chance before any training (words sharing subword tokens, loanwords), so this "
+                "is no evidence of what training did: the gain question is"
+            )
         note = None
         if cos_moves:
             cos_gain, random_gain = np.mean(cos_moves, axis=0)
