@@ -38,6 +38,19 @@ COMMON = [
 RUN = Path("checkpoints") / "tli_lora_early" / "version_0"
 
 
+# Set in this process by an earlier in-process Lightning DDP setup (whose TCPStore may still hold the port): a
+# launched job must choose its own, as on a fresh login node.
+_LAUNCHER_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+
+
+def _clean_environ() -> dict:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _LAUNCHER_VARIABLES and not k.startswith(("SLURM_", "TORCHELASTIC_", "PL_"))
+    }
+
+
 def _fake_slurm_env(root: Path) -> dict:
     # Lightning's port under SLURM is 15000 + the job id's last 4 digits: random, for tests running at once.
     return {
@@ -51,7 +64,12 @@ def _fake_slurm_env(root: Path) -> dict:
 
 def _sbatch(root: Path, args: list[str], env: dict) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [str(FAKE / "sbatch"), *args], cwd=root, env={**os.environ, **env}, capture_output=True, text=True, timeout=900
+        [str(FAKE / "sbatch"), *args],
+        cwd=root,
+        env={**_clean_environ(), **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -158,7 +176,7 @@ def test_torchrun_on_two_nodes_trains_as_one_process_accumulating_two_batches(tm
     for node in (1, 0):
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"]
         command += ["--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port)]
-        env = {**os.environ, "PYTHONPATH": str(TESTS)}
+        env = {**_clean_environ(), "PYTHONPATH": str(TESTS)}
         out = open(tmp_path / f"node{node}.out", "w")  # noqa: SIM115  (closed below)
         nodes.append(
             (
