@@ -36,6 +36,16 @@ def _attribute(pl_module: L.LightningModule, name: str) -> Any:
     return value
 
 
+def given_or_from_datamodule(given: Any, trainer: L.Trainer, attribute: str, owner: str, argument: str) -> Any:
+    """What a measurement was given, else the DataModule's ``attribute``; a clear error when neither exists."""
+    if given is not None:
+        return given
+    found = getattr(trainer.datamodule, attribute, None)
+    if found is None:
+        raise TLIError(f"{owner} needs {argument}=..., or a DataModule with `{attribute}`")
+    return found
+
+
 def shard(trainer: L.Trainer, items: Sequence[Any]) -> Sequence[Any]:
     """This rank's contiguous share of ``items`` (every item goes to exactly one rank)."""
     per_rank = -(-len(items) // trainer.world_size)

@@ -14,6 +14,7 @@ from tli_lightning.callbacks._common import (
     default_model,
     default_tokenizer,
     evaluating,
+    given_or_from_datamodule,
     progress_bar,
     sharded_map,
 )
@@ -72,11 +73,7 @@ class LanguageModelRetention(Measurement):
         self.get_tokenizer = get_tokenizer
 
     def _texts(self, trainer: L.Trainer) -> dict[str, list[str]]:
-        texts = self.texts
-        if texts is None:
-            texts = getattr(trainer.datamodule, "lm_texts", None)
-            if texts is None:
-                raise TLIError("LanguageModelRetention needs texts=..., or a DataModule with an `lm_texts` dict")
+        texts = given_or_from_datamodule(self.texts, trainer, "lm_texts", "LanguageModelRetention", "texts")
         return {language: list(rows)[: self.limit] for language, rows in texts.items() if rows}
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ from tli_lightning.callbacks._common import (
     default_model,
     default_tokenizer,
     evaluating,
+    given_or_from_datamodule,
     progress_bar,
     sharded_map,
 )
@@ -75,11 +76,7 @@ class ZeroShotRetention(Measurement):
         self.get_tokenizer = get_tokenizer
 
     def _tasks(self, trainer: L.Trainer) -> dict[str, list[Example]]:
-        tasks = self.tasks
-        if tasks is None:
-            tasks = getattr(trainer.datamodule, "reasoning", None)
-            if tasks is None:
-                raise TLIError("ZeroShotRetention needs tasks=..., or a DataModule with a `reasoning` dict")
+        tasks = given_or_from_datamodule(self.tasks, trainer, "reasoning", "ZeroShotRetention", "tasks")
         return {name: list(rows)[: self.limit] for name, rows in tasks.items()}
 
     @torch.no_grad()
